@@ -1,0 +1,1 @@
+"""Error correction after calibration: the Activation Correction Matrix and distillation."""

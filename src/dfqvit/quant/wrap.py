@@ -1,0 +1,89 @@
+"""Turn a float ViT into a fake-quantized one without touching the original."""
+from __future__ import annotations
+
+import copy
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+from ..correction.acm import CorrectedBlock
+from ..models.attention import attention_modules, find_blocks, make_observable
+from .config import QuantConfig
+from .modules import QuantConv2d, QuantLinear, _QuantWeighted
+from .quantizers import Log2Quantizer, UniformQuantizer
+
+
+def _role(name: str, classifier: str, first_conv: str) -> str:
+    if name == classifier or name.startswith(classifier + "."):
+        return "head"
+    if name == first_conv:
+        return "embed"
+    return "body"
+
+
+class QuantizedViT(nn.Module):
+    """A deep copy of the float model with every Linear, the patch-embedding conv, the
+    attention matmul inputs and the softmax output behind fake quantizers, and every
+    block able to carry an activation correction."""
+
+    def __init__(self, float_model: nn.Module, config: QuantConfig) -> None:
+        super().__init__()
+        self.config = config
+        model = make_observable(copy.deepcopy(float_model)).eval()
+        cfg = getattr(float_model, "pretrained_cfg", {}) or {}
+        classifier = cfg.get("classifier", "head") or "head"
+        first_conv = cfg.get("first_conv", "patch_embed.proj") or "patch_embed.proj"
+        c = config
+        for name, module in list(model.named_modules()):
+            for child_name, child in list(module.named_children()):
+                full = f"{name}.{child_name}" if name else child_name
+                role = _role(full, classifier, first_conv)
+                bits = {"head": (c.head_bits, c.head_bits), "embed": (c.embed_bits, c.embed_bits)}.get(
+                    role, (c.w_bits, c.a_bits))
+                if isinstance(child, nn.Linear):
+                    setattr(module, child_name, QuantLinear(child, *bits, c.weight_observer, c.act_observer, c.percentile))
+                elif isinstance(child, nn.Conv2d) and role == "embed":
+                    setattr(module, child_name, QuantConv2d(child, *bits, c.weight_observer, c.act_observer, c.percentile))
+        for attn in attention_modules(model):
+            for point in ("q_point", "k_point", "v_point"):
+                setattr(attn, point, UniformQuantizer(c.a_bits, c.act_observer, percentile=c.percentile))
+            attn.probs_point = Log2Quantizer(c.softmax_bits or c.a_bits)
+        for name, block in find_blocks(model):
+            parent_name, _, child_name = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child_name, CorrectedBlock(block))
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    @property
+    def blocks(self) -> list[CorrectedBlock]:
+        return [m for m in self.model.modules() if isinstance(m, CorrectedBlock)]
+
+    def quantizers(self) -> Iterator[nn.Module]:
+        return (m for m in self.modules() if isinstance(m, (UniformQuantizer, Log2Quantizer)))
+
+    def weighted_layers(self) -> Iterator[_QuantWeighted]:
+        return (m for m in self.modules() if isinstance(m, _QuantWeighted))
+
+    def set_mode(self, mode: str) -> None:
+        for q in self.quantizers():
+            q.mode = mode
+
+    def weight_bits_total(self) -> int:
+        """Bits of a packed deployment: quantized weights at their width, everything else fp32."""
+        quantized = {id(m.inner.weight) for m in self.weighted_layers()}
+        total = sum(m.inner.weight.numel() * m.weight_quantizer.bits for m in self.weighted_layers())
+        total += sum(p.numel() * 32 for p in self.model.parameters() if id(p) not in quantized
+                     and not _is_quant_param(self, p))
+        return total
+
+
+def _is_quant_param(q: QuantizedViT, p: torch.Tensor) -> bool:
+    return any(p is m.scale for m in q.quantizers() if isinstance(m, UniformQuantizer))
+
+
+def quantize_model(float_model: nn.Module, config: QuantConfig) -> QuantizedViT:
+    return QuantizedViT(float_model, config)

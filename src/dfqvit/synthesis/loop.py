@@ -1,0 +1,254 @@
+"""The one synthesis loop every method shares.
+
+Images start as Gaussian noise and are optimised with Adam, batch by batch, for T
+iterations. Every randomness comes from one seeded generator whose state goes into
+the checkpoint, so an interrupted run resumed from it ends with the same images.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..errors import CheckpointError, ConfigError, SynthesisDivergedError
+from ..models.attention import PointRecorder, attention_modules
+from .losses import SynthesisContext, get_term, make_targets, random_attention_priors
+from .methods import Method
+from .schedules import CropSchedule, jitter_flip, random_resized_crop
+
+
+@dataclass
+class SynthesisOptions:
+    num_images: int = 32
+    batch_size: int = 32
+    iterations: int = 500
+    lr: float = 0.2  # PSAQ-ViT uses 0.2 (0.25 for Swin), Adam betas (0.5, 0.9)
+    warmup_fraction: float = 0.2  # cosine lr with warm-up, PSAQ-ViT: 100 of 500
+    crop_lower: float = 0.08
+    crop_upper: float = 1.0
+    jitter: int | None = None  # max roll in pixels; None → input size / 16
+    flip: bool = True
+    seed: int = 0
+    amp: bool = False  # bf16 autocast, CUDA only
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("num_images", "batch_size", "iterations"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class SynthesisResult:
+    images: torch.Tensor  # normalised model-input space
+    targets: torch.Tensor
+    final_terms: dict[str, float]
+    seconds: float
+    method: dict
+    options: dict = field(default_factory=dict)
+
+    def save(self, directory: Path, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        torch.save({"images": self.images.cpu(), "targets": self.targets.cpu()}, directory / "synthetic.pt")
+        save_grid(self.images, mean, std, directory / "synthetic.png")
+
+
+def save_grid(images: torch.Tensor, mean, std, path: Path) -> None:
+    from torchvision.utils import save_image
+
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    save_image((images.detach().cpu() * s + m).clamp(0, 1), str(path), nrow=8, padding=2)
+
+
+def _lr_at(t: int, total: int, base: float, warmup: int) -> float:
+    if t < warmup:
+        return base * (t + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (t - warmup) / max(total - warmup, 1)))
+
+
+class _DeferredInterrupt:
+    """Turn Ctrl-C into a flag checked between iterations, so a checkpoint is always consistent."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old = None
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, *_):
+        self.hit = True
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def synthesize_images(
+    model: nn.Module,
+    method: Method,
+    input_size: tuple[int, int, int],
+    num_classes: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    options: SynthesisOptions | None = None,
+    device: torch.device | str = "cpu",
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_iteration: Callable[[int, int], None] | None = None,
+) -> SynthesisResult:
+    """Optimise calibration images for `method` on a float model made observable.
+
+    `on_iteration(batch, iteration)` is called between iterations (after the step);
+    raising KeyboardInterrupt there behaves like Ctrl-C: checkpoint, then re-raise.
+    """
+    opts = options or SynthesisOptions()
+    device = torch.device(device)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    terms = {name: (get_term(name), w) for name, w in method.terms.items()}
+    schedule = CropSchedule(method.schedule, opts.crop_upper, opts.crop_lower)
+    jitter = opts.jitter if opts.jitter is not None else max(1, input_size[1] // 16)
+    lo = torch.tensor([(0 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
+    hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
+    prefix = int(getattr(model, "num_prefix_tokens", 1))
+    attn_modules = attention_modules(model)
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+
+    gen = torch.Generator().manual_seed(opts.seed)
+    state = None
+    if resume:
+        if ckpt is None or not ckpt.is_file():
+            raise CheckpointError(f"--resume given but no synthesis checkpoint at {ckpt}")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if state["method"] != method.name or state["options"] != _comparable(opts):
+            raise CheckpointError(f"checkpoint {ckpt} was written by a different method or options; remove it or drop --resume")
+    if state is None:
+        images = torch.randn((opts.num_images, *input_size), generator=gen)
+        targets = make_targets(opts.num_images, num_classes, gen, soft=method.soft_labels)
+        priors = None
+        if "attention_prior" in method.terms:
+            patch = getattr(getattr(model, "patch_embed", None), "patch_size", (16, 16))
+            grid = (input_size[1] // patch[0], input_size[2] // patch[1])
+            priors = random_attention_priors(opts.num_images, grid, gen)
+        batch_idx, start_iter, adam_state, elapsed = 0, 0, None, 0.0
+    else:
+        images, targets, priors = state["images"], state["targets"], state["priors"]
+        gen.set_state(state["gen"])
+        batch_idx, start_iter, adam_state, elapsed = state["batch"], state["iteration"], state["adam"], state["seconds"]
+
+    recorders = {p: PointRecorder(model, p) for p in ("head_output_point", "probs_point")}
+    final: dict[str, float] = {}
+    n_batches = -(-opts.num_images // opts.batch_size)
+    bar = tqdm(total=n_batches * opts.iterations, initial=batch_idx * opts.iterations + start_iter,
+               desc=f"synthesize[{method.name}]", disable=not progress)
+    t0 = time.perf_counter()
+
+    def checkpoint(b: int, it: int, x: torch.Tensor, optim: torch.optim.Optimizer | None) -> None:
+        if ckpt is None:
+            return
+        imgs = images.clone()
+        sl = slice(b * opts.batch_size, (b + 1) * opts.batch_size)
+        if x is not None:
+            imgs[sl] = x.detach().cpu()
+        _save_checkpoint(ckpt, {"method": method.name, "options": _comparable(opts), "images": imgs,
+                                "targets": targets, "priors": priors, "gen": gen.get_state(), "batch": b,
+                                "iteration": it, "adam": optim.state_dict() if optim else None,
+                                "seconds": elapsed + time.perf_counter() - t0})
+
+    try:
+        with _DeferredInterrupt() as interrupt:
+            for b in range(batch_idx, n_batches):
+                sl = slice(b * opts.batch_size, (b + 1) * opts.batch_size)
+                x = images[sl].clone().to(device).requires_grad_(True)
+                tgt = targets[sl].to(device)
+                optim = torch.optim.Adam([x], lr=opts.lr, betas=(0.5, 0.9))
+                first = start_iter if b == batch_idx else 0
+                if b == batch_idx and adam_state is not None:
+                    optim.load_state_dict(adam_state)
+                warmup = int(opts.warmup_fraction * opts.iterations)
+                for t in range(first, opts.iterations):
+                    for g in optim.param_groups:
+                        g["lr"] = _lr_at(t, opts.iterations, opts.lr, warmup)
+                    view = x
+                    bound = schedule.lower_bound(t, opts.iterations)
+                    if bound is not None:
+                        view = random_resized_crop(view, (bound, 1.0), gen)
+                    view = jitter_flip(view, jitter, gen, opts.flip)
+                    for r in recorders.values():
+                        r.clear()
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=opts.amp and device.type == "cuda"):
+                        logits = model(view)
+                        ctx = SynthesisContext(
+                            model=model, images=x, logits=logits, targets=tgt, attention=attn_modules,
+                            head_outputs=list(recorders["head_output_point"].values),
+                            probs=list(recorders["probs_point"].values), gen=gen, iteration=t,
+                            total_iterations=opts.iterations, num_prefix_tokens=prefix,
+                            priors=None if priors is None else priors[sl],
+                        )
+                        loss = 0.0
+                        values = {}
+                        for name, (fn, weight) in terms.items():
+                            v = fn(ctx).float()
+                            if not torch.isfinite(v).all():
+                                where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
+                                raise SynthesisDivergedError(
+                                    f"loss term '{name}' is {v.item()} at iteration {t} of batch {b}{where}")
+                            values[name] = v.item()
+                            loss = loss + weight * v
+                    optim.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optim.step()
+                    with torch.no_grad():
+                        x.data = torch.max(torch.min(x.data, hi), lo)
+                    final = values
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+                    done_t = t + 1
+                    if on_iteration is not None:
+                        on_iteration(b, done_t)
+                    if interrupt.hit:
+                        raise KeyboardInterrupt
+                    if ckpt is not None and done_t % opts.checkpoint_every == 0 and done_t < opts.iterations:
+                        checkpoint(b, done_t, x, optim)
+                images[sl] = x.detach().cpu()
+                if b + 1 < n_batches:
+                    checkpoint(b + 1, 0, None, None)
+    except KeyboardInterrupt:
+        if ckpt is not None and "t" in locals() and "done_t" in locals():
+            checkpoint(b, done_t, x, optim)
+        raise
+    finally:
+        bar.close()
+        for r in recorders.values():
+            r.remove()
+    seconds = elapsed + time.perf_counter() - t0
+    return SynthesisResult(images, targets, final, seconds, method.to_dict(), asdict(opts))
+
+
+def _comparable(opts: SynthesisOptions) -> dict:
+    d = asdict(opts)
+    d.pop("checkpoint_every")
+    return d

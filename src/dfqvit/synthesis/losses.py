@@ -1,0 +1,210 @@
+"""Loss terms for image synthesis, registered by name.
+
+A term is `fn(ctx) -> scalar tensor`; a method is a dict of term names and weights.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..models.attention import ObservableAttention
+
+
+@dataclass
+class SynthesisContext:
+    """Everything a term may look at for one optimisation step."""
+
+    model: nn.Module
+    images: torch.Tensor  # the optimised images, before augmentation
+    logits: torch.Tensor
+    targets: torch.Tensor  # class indices (N,) or soft distributions (N, C)
+    attention: list[ObservableAttention]  # in forward order
+    head_outputs: list[torch.Tensor]  # per block: (B', heads, N, head_dim)
+    probs: list[torch.Tensor]  # per block: (B', heads, N, N)
+    gen: torch.Generator
+    iteration: int
+    total_iterations: int
+    num_prefix_tokens: int = 1
+    priors: torch.Tensor | None = None  # (N, grid_h, grid_w) attention priors, SARDFQ
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    extras: dict = field(default_factory=dict)
+
+
+LossTerm = Callable[[SynthesisContext], torch.Tensor]
+LOSS_TERMS: dict[str, LossTerm] = {}
+
+
+def register_term(name: str) -> Callable[[LossTerm], LossTerm]:
+    def deco(fn: LossTerm) -> LossTerm:
+        LOSS_TERMS[name] = fn
+        return fn
+    return deco
+
+
+def get_term(name: str) -> LossTerm:
+    if name not in LOSS_TERMS:
+        raise ConfigError(f"unknown loss term '{name}' (registered: {', '.join(sorted(LOSS_TERMS))})")
+    return LOSS_TERMS[name]
+
+
+def _patch_tokens(ctx: SynthesisContext, i: int, t: torch.Tensor) -> torch.Tensor:
+    """Drop class/register tokens, except in window attention, which has none."""
+    return t if ctx.attention[i].is_window else t[..., ctx.num_prefix_tokens:, :]
+
+
+def kde_entropy(samples: torch.Tensor, grid_points: int = 10) -> torch.Tensor:
+    """Differential entropy per row of `samples` (B, M) from a Gaussian KDE (Scott's bandwidth).
+
+    The density is evaluated on `grid_points` between each row's min and max and
+    −∫ f log f is integrated with the trapezoid rule, as PSAQ-ViT does.
+    """
+    m = samples.shape[1]
+    bandwidth = (samples.std(dim=1, keepdim=True).detach() * m ** (-1 / 5)).clamp(min=1e-4)
+    lo, hi = samples.min(dim=1, keepdim=True).values.detach(), samples.max(dim=1, keepdim=True).values.detach()
+    steps = torch.linspace(0, 1, grid_points, device=samples.device, dtype=samples.dtype)
+    grid = lo + (hi - lo).clamp(min=1e-6) * steps  # (B, G)
+    z = (grid[:, :, None] - samples[:, None, :]) / bandwidth[:, :, None]  # (B, G, M)
+    density = torch.exp(-0.5 * z.pow(2)).mean(dim=2) / (bandwidth * math.sqrt(2 * math.pi))
+    integrand = -density * torch.log(density.clamp(min=1e-12))
+    return torch.trapezoid(integrand, grid, dim=1)
+
+
+def patch_similarity_entropy(tokens: torch.Tensor) -> torch.Tensor:
+    """Mean KDE entropy of pairwise cosine similarities of tokens (B, N, C)."""
+    t = F.normalize(tokens, dim=-1)
+    sim = t @ t.transpose(1, 2)
+    iu = torch.triu_indices(sim.shape[1], sim.shape[1], offset=1, device=sim.device)
+    return kde_entropy(sim[:, iu[0], iu[1]]).mean()
+
+
+@register_term("entropy")
+def entropy_term(ctx: SynthesisContext) -> torch.Tensor:
+    """PSAQ-ViT: maximise the diversity of patch relations → minimise −entropy, summed over blocks."""
+    total = 0.0
+    for i, out in enumerate(ctx.head_outputs):
+        tokens = _patch_tokens(ctx, i, out.mean(dim=1))  # average heads → (B', N, d)
+        total = total - patch_similarity_entropy(tokens)
+    return total
+
+
+@register_term("class")
+def class_term(ctx: SynthesisContext) -> torch.Tensor:
+    """Cross-entropy to one-hot or soft targets."""
+    return F.cross_entropy(ctx.logits.float(), ctx.targets)
+
+
+@register_term("tv")
+def total_variation_term(ctx: SynthesisContext) -> torch.Tensor:
+    x = ctx.images
+    return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
+
+
+def head_disagreement(per_head: torch.Tensor) -> torch.Tensor:
+    """Mean pairwise cosine distance between heads, per query: per_head is (B, H, N, C)."""
+    heads = per_head.shape[1]
+    if heads < 2:
+        return per_head.new_zeros(())
+    u = F.normalize(per_head.float(), dim=-1)
+    summed = u.sum(dim=1).pow(2).sum(dim=-1)  # ‖Σ_h u_h‖² = H + Σ_{h≠h'} cos
+    mean_cos = (summed - heads) / (heads * (heads - 1))
+    return (1.0 - mean_cos).mean()
+
+
+def projected_head_outputs(attn: ObservableAttention, head_out: torch.Tensor) -> torch.Tensor:
+    """Each head's contribution to the block output: attn·v of head h through its slice of proj.
+
+    Heads' raw outputs live in different value sub-spaces; through the projection they share
+    the model space, where comparing them means something.
+    """
+    proj = attn.inner.proj
+    weight = getattr(proj, "inner", proj).weight  # QuantLinear wraps the Linear
+    b, h, n, d = head_out.shape
+    w = weight.reshape(weight.shape[0], h, d)  # (C, H, d)
+    return torch.einsum("bhnd,chd->bhnc", head_out, w)
+
+
+@register_term("head_agreement")
+def head_agreement_term(ctx: SynthesisContext) -> torch.Tensor:
+    """MimiQ: the heads' attention outputs for each query patch should agree."""
+    total = 0.0
+    for attn, out in zip(ctx.attention, ctx.head_outputs):
+        total = total + head_disagreement(projected_head_outputs(attn, out))
+    return total / max(len(ctx.head_outputs), 1)
+
+
+def random_attention_priors(n: int, grid: tuple[int, int], gen: torch.Generator, max_blobs: int = 3) -> torch.Tensor:
+    """SARDFQ-style structure priors: 1..max_blobs Gaussian blobs over the patch grid, summing to 1."""
+    gh, gw = grid
+    ys = torch.arange(gh).float()[:, None] / max(gh - 1, 1)
+    xs = torch.arange(gw).float()[None, :] / max(gw - 1, 1)
+    priors = torch.zeros(n, gh, gw)
+    for i in range(n):
+        blobs = int(torch.randint(1, max_blobs + 1, (1,), generator=gen))
+        for _ in range(blobs):
+            cy, cx = torch.rand(2, generator=gen).tolist()
+            sigma = 0.1 + 0.2 * torch.rand(1, generator=gen).item()
+            priors[i] += torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
+    priors = priors + 1e-3
+    return priors / priors.sum(dim=(1, 2), keepdim=True)
+
+
+def class_token_attention(ctx: SynthesisContext, probs: torch.Tensor) -> torch.Tensor:
+    """Class-token attention over patches, averaged over heads and renormalised: (B, N_patches)."""
+    a = probs[:, :, 0, ctx.num_prefix_tokens:].mean(dim=1)
+    return a / a.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def prior_distance(ctx: SynthesisContext) -> torch.Tensor:
+    """KL(prior ‖ class-token attention), averaged over blocks."""
+    if ctx.priors is None:
+        raise ConfigError("attention priors were not generated for this run")
+    if any(a.is_window for a in ctx.attention) or ctx.num_prefix_tokens < 1:
+        raise ConfigError("attention-prior alignment needs a class token (ViT/DeiT); window attention (Swin) is not supported")
+    prior = ctx.priors.flatten(1).to(ctx.logits.device)
+    total = 0.0
+    for probs in ctx.probs:
+        a = class_token_attention(ctx, probs)
+        if a.shape[1] != prior.shape[1]:
+            raise ConfigError("attention priors do not match the patch grid")
+        total = total + (prior * (prior.clamp(min=1e-12).log() - a.clamp(min=1e-12).log())).sum(-1).mean()
+    return total / len(ctx.probs)
+
+
+register_term("attention_prior")(prior_distance)
+
+
+@register_term("multi_semantic")
+def multi_semantic_term(ctx: SynthesisContext, crops: int = 2, scale: tuple[float, float] = (0.25, 0.6)) -> torch.Tensor:
+    """SARDFQ: several local crops of each image must each carry the target class."""
+    from .schedules import random_resized_crop
+
+    total = 0.0
+    for _ in range(crops):
+        view = random_resized_crop(ctx.images, scale, ctx.gen)
+        total = total + F.cross_entropy(ctx.model(view).float(), ctx.targets)
+    return total / crops
+
+
+def make_targets(n: int, num_classes: int, gen: torch.Generator, soft: bool = False) -> torch.Tensor:
+    """Targets spread over the classes; soft ones put 50-90% on the main class, the rest on 3 others."""
+    if n <= num_classes:
+        idx = torch.randperm(num_classes, generator=gen)[:n]
+    else:
+        idx = torch.cat([torch.randperm(num_classes, generator=gen) for _ in range(-(-n // num_classes))])[:n]
+    if not soft:
+        return idx
+    t = torch.zeros(n, num_classes)
+    main = 0.5 + 0.4 * torch.rand(n, generator=gen)
+    t[torch.arange(n), idx] = main
+    for i in range(n):
+        others = torch.randperm(num_classes, generator=gen)
+        others = others[others != idx[i]][:3]
+        w = torch.rand(len(others), generator=gen)
+        t[i, others] += (1 - main[i]) * w / w.sum()
+    return t

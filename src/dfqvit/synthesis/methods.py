@@ -1,0 +1,62 @@
+"""Methods are data: which loss terms with which weights, which crop schedule, which
+label kind, and which correction runs after calibration. Adding one copies no loop."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    terms: dict[str, float] = field(default_factory=dict)  # empty: no synthesis (Gaussian noise)
+    schedule: str = "none"  # crop schedule, see schedules.py
+    soft_labels: bool = False
+    acm_every: int = 0  # γ of the Activation Correction Matrix; 0 = off
+    distill_steps: int = 0  # distillation-based calibration after the observers; 0 = off
+    distill_terms: tuple[str, ...] = ("logits",)
+    source: str = "synthetic"  # synthetic | noise | real: where calibration images come from
+    description: str = ""
+
+    @property
+    def synthesizes(self) -> bool:
+        return bool(self.terms)
+
+    def with_options(self, **overrides: Any) -> "Method":
+        """A copy with user overrides (None means keep the preset's value)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "terms": dict(self.terms), "schedule": self.schedule,
+                "soft_labels": self.soft_labels, "acm_every": self.acm_every,
+                "distill_steps": self.distill_steps, "distill_terms": list(self.distill_terms)}
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"unknown method '{name}' (choose from {', '.join(METHODS)})")
+    return METHODS[name]
+
+
+register_method(Method("noise", source="noise", description="Gaussian noise as calibration images (baseline)"))
+register_method(Method("real", source="real", description="real images as calibration data (reference)"))
+register_method(Method("psaq", {"entropy": 1.0, "class": 1.0}, schedule="none",
+                       description="PSAQ-ViT: patch-similarity entropy + class loss"))
+register_method(Method("dfq-vit", {"entropy": 1.0, "class": 1.0, "tv": 0.05}, schedule="e2h", acm_every=1,
+                       description="DFQ-ViT: PSAQ terms + TV with Easy-to-Hard crops, then ACM"))
+register_method(Method("mimiq", {"head_agreement": 1.0, "class": 1.0, "tv": 0.05}, schedule="none",
+                       distill_steps=200, distill_terms=("logits", "attention"),
+                       description="MimiQ: inter-head attention agreement, then head-wise attention distillation"))
+register_method(Method("sardfq", {"entropy": 1.0, "attention_prior": 1.0, "multi_semantic": 1.0, "class": 1.0,
+                                  "tv": 0.05}, schedule="none", soft_labels=True,
+                       description="SARDFQ: attention priors + multi-semantic crops + soft labels"))
