@@ -49,7 +49,7 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--acm-every", type=int, default=None, help="ACM every γ blocks (0 = off); default: the method's")
     g.add_argument("--distill-steps", type=int, default=None, help="distillation steps (0 = off); default: the method's")
     g.add_argument("--distill-terms", default=None, help="comma list of logits,attention")
-    g.add_argument("--distill-lr", type=float, default=1e-3)
+    g.add_argument("--distill-lr", type=float, default=1e-2, help="step-size lr, relative to each scale")
     g.add_argument("--distill-weight-lr", type=float, default=0.0, help="> 0 also learns weights")
 
 

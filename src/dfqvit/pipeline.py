@@ -31,7 +31,7 @@ class RunOptions:
     acm_every: int | None = None  # override the method's γ
     distill_steps: int | None = None
     distill_terms: tuple[str, ...] | None = None
-    distill_lr: float = 1e-3
+    distill_lr: float = 1e-2
     distill_weight_lr: float = 0.0
     calib_data: str | None = None
     data: str | None = None

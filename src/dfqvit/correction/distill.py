@@ -25,7 +25,7 @@ DISTILL_TERMS = ("logits", "attention")
 @dataclass
 class DistillOptions:
     steps: int = 200
-    lr: float = 1e-3  # for step sizes
+    lr: float = 1e-2  # for step sizes, relative: each scale's lr is this times its initial size
     weight_lr: float = 0.0  # > 0 also learns weights
     batch_size: int = 32
     terms: tuple[str, ...] = ("logits",)
@@ -54,7 +54,8 @@ def distill(qmodel: QuantizedViT, teacher: nn.Module, images: torch.Tensor, opti
     """Learn the quantized model's step sizes (and weights, if asked) in place; return last losses."""
     device = images.device
     scales = [q.scale for q in qmodel.quantizers() if isinstance(q, UniformQuantizer)]
-    groups = [{"params": scales, "lr": options.lr}]
+    # Step sizes span orders of magnitude: give each one an lr proportional to its size.
+    groups = [{"params": [s], "lr": options.lr * s.detach().abs().mean().item()} for s in scales]
     weights = [layer.inner.weight for layer in qmodel.weighted_layers()]
     if options.weight_lr > 0:
         groups.append({"params": weights, "lr": options.weight_lr})

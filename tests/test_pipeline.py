@@ -1,0 +1,48 @@
+import torch
+
+from dfqvit.api import evaluate, load_quantized, quantize, real_images, save_quantized
+from dfqvit.quant.config import QuantConfig
+
+
+def _logit_mse(q, fp, x):
+    with torch.no_grad():
+        return (q(x) - fp(x)).pow(2).mean().item()
+
+
+def test_w8a8_real_calibration_within_one_point_and_w4a4_worse(tiny, digits_heldout):
+    images, _ = real_images(tiny, None, 32)
+    fp_top1 = evaluate(tiny.model, tiny, progress=False)["top1"]
+    q8, _ = quantize(tiny, images, QuantConfig(w_bits=8, a_bits=8), progress=False)
+    q4, _ = quantize(tiny, images, QuantConfig(w_bits=4, a_bits=4), progress=False)
+    r8 = evaluate(q8, tiny, fp_model=tiny.model, progress=False)
+    r4 = evaluate(q4, tiny, fp_model=tiny.model, progress=False)
+    assert r8["top1"] >= fp_top1 - 1.0
+    x = digits_heldout[0]
+    assert _logit_mse(q4, tiny.model, x) > 3 * _logit_mse(q8, tiny.model, x)
+    assert r4["agreement_top1"] <= r8["agreement_top1"]
+
+
+def test_save_then_load_gives_identical_logits(tiny, digits_heldout, tmp_path):
+    images, _ = real_images(tiny, None, 16)
+    q, _ = quantize(tiny, images, QuantConfig(w_bits=4, a_bits=6, weight_observer="mse"), acm_every=2, progress=False)
+    path = save_quantized(q, tiny, tmp_path / "q.safetensors")
+    q2, loaded, meta = load_quantized(path)
+    x = digits_heldout[0][:64]
+    with torch.no_grad():
+        assert torch.equal(q(x), q2(x))
+    assert meta["quant_config"]["w_bits"] == 4 and loaded.name == tiny.name
+    assert any(b.correction.numel() for b in q2.blocks)
+
+
+def test_cli_run_writes_report_model_and_grid(tmp_path):
+    from dfqvit.cli import main
+
+    out = tmp_path / "out"
+    assert main(["run", "--iterations", "4", "--num-images", "8", "--quiet", "--out", str(out)]) == 0
+    for name in ("report.json", "report.md", "quantized.safetensors", "synthetic.png", "synthetic.pt"):
+        assert (out / name).is_file()
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"]["name"] == "dfq-vit" and report["quantize"]["acm_blocks"]
+    assert not (tmp_path / "out.partial").exists()

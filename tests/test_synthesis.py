@@ -1,0 +1,108 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dfqvit.api import observable_copy, synthesize
+from dfqvit.errors import SynthesisDivergedError
+from dfqvit.synthesis import SynthesisOptions, get_method
+from dfqvit.synthesis.losses import LOSS_TERMS, patch_similarity_entropy, register_term
+from dfqvit.synthesis.methods import Method
+from dfqvit.synthesis.schedules import CropSchedule
+
+
+def test_e2h_bound_follows_the_cosine_and_h2e_mirrors_it():
+    e2h, h2e = CropSchedule("e2h", 1.0, 0.08), CropSchedule("h2e", 1.0, 0.08)
+    T = 500
+    assert e2h.lower_bound(0, T) == pytest.approx(1.0)
+    assert e2h.lower_bound(T // 2, T) == pytest.approx(0.08 + 0.92 * 0.5)
+    assert e2h.lower_bound(T, T) == pytest.approx(0.08)
+    for t in (0, 37, 250, 411, 500):
+        expected = 0.08 + 0.92 * (1 + math.cos(math.pi * t / T)) / 2
+        assert e2h.lower_bound(t, T) == pytest.approx(expected)
+        assert h2e.lower_bound(t, T) == pytest.approx(e2h.lower_bound(T - t, T))
+    assert CropSchedule("fixed", 1.0, 0.3).lower_bound(123, T) == 0.3
+    assert CropSchedule("none").lower_bound(0, T) is None
+
+
+def test_entropy_is_higher_for_diverse_tokens_and_its_gradient_reaches_the_input(tiny):
+    diverse = torch.randn(4, 64, 32)
+    identical = torch.randn(4, 1, 32).repeat(1, 64, 1) + 0.01 * torch.randn(4, 64, 32)
+    assert patch_similarity_entropy(diverse) > patch_similarity_entropy(identical)
+    model = observable_copy(tiny.model)
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    from dfqvit.models.attention import PointRecorder, attention_modules
+    from dfqvit.synthesis.losses import SynthesisContext, entropy_term
+
+    rec = PointRecorder(model, "head_output_point")
+    logits = model(x)
+    ctx = SynthesisContext(model, x, logits, torch.zeros(2, dtype=torch.long), attention_modules(model), rec.values, [],
+                           torch.Generator(), 0, 1)
+    entropy_term(ctx).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_short_synthesis_lowers_class_loss_and_hits_targets(tiny):
+    opts = SynthesisOptions(num_images=16, batch_size=16, iterations=60, seed=0)
+    res = synthesize(tiny, "psaq", opts, progress=False)
+    with torch.no_grad():
+        start = F.cross_entropy(tiny.model(torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))),
+                                res.targets)
+        logits = tiny.model(res.images)
+    assert F.cross_entropy(logits, res.targets) < 0.5 * start
+    assert (logits.argmax(1) == res.targets).float().mean() > 0.5
+
+
+def _interrupt_at(k):
+    def cb(batch, it):
+        if batch == 1 and it == k:
+            raise KeyboardInterrupt
+    return cb
+
+
+def test_resume_after_interruption_matches_a_straight_run(tiny, tmp_path):
+    opts = SynthesisOptions(num_images=8, batch_size=4, iterations=12, checkpoint_every=5, seed=3)
+    straight = synthesize(tiny, "dfq-vit", opts, progress=False)
+    ckpt = tmp_path / "ckpt.pt"
+    from dfqvit.synthesis.loop import synthesize_images
+
+    model = observable_copy(tiny.model)
+    args = (model, get_method("dfq-vit"), (3, 32, 32), 10, (0.5,) * 3, (0.5,) * 3, opts)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize_images(*args, checkpoint_path=ckpt, progress=False, on_iteration=_interrupt_at(7))
+    assert ckpt.is_file()
+    resumed = synthesize_images(*args, checkpoint_path=ckpt, resume=True, progress=False)
+    assert torch.equal(resumed.images, straight.images)
+
+
+def test_nan_in_a_loss_term_names_it_and_keeps_the_last_checkpoint(tiny, tmp_path):
+    @register_term("nan_after_6")
+    def nan_after_6(ctx):
+        return torch.tensor(float("nan")) if ctx.iteration >= 6 else ctx.logits.sum() * 0
+
+    try:
+        method = Method("nan-test", {"class": 1.0, "nan_after_6": 1.0})
+        ckpt = tmp_path / "ckpt.pt"
+        opts = SynthesisOptions(num_images=4, batch_size=4, iterations=20, checkpoint_every=5)
+        from dfqvit.synthesis.loop import synthesize_images
+
+        with pytest.raises(SynthesisDivergedError, match="'nan_after_6' is nan at iteration 6 of batch 0"):
+            synthesize_images(observable_copy(tiny.model), method, (3, 32, 32), 10, (0.5,) * 3, (0.5,) * 3, opts,
+                              checkpoint_path=ckpt, progress=False)
+        state = torch.load(ckpt, weights_only=True)
+        assert state["iteration"] == 5 and torch.isfinite(state["images"]).all()
+    finally:
+        LOSS_TERMS.pop("nan_after_6")
+
+
+def test_cli_nan_keeps_checkpoint_but_no_output(tmp_path, capsys, monkeypatch):
+    from dfqvit.cli import main
+    from dfqvit.synthesis import losses
+
+    monkeypatch.setitem(losses.LOSS_TERMS, "tv", lambda ctx: torch.tensor(float("inf")) if ctx.iteration >= 3 else ctx.images.sum() * 0)
+    out = tmp_path / "out"
+    code = main(["run", "--quiet", "--iterations", "10", "--num-images", "4", "--checkpoint-every", "2", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "loss term 'tv' is inf at iteration 3" in err
+    assert not out.exists() and (tmp_path / "out.partial" / "synthesis_checkpoint.pt").is_file()
