@@ -26,5 +26,6 @@ def calibrate(qmodel: QuantizedViT, images: torch.Tensor, batch_size: int = 32, 
         qmodel(images[start:start + batch_size])
     for q in act_quantizers:
         q.freeze()
-        q.observer.samples = [] if hasattr(q.observer, "samples") else None
+        if hasattr(q.observer, "samples"):  # free the kept values once the scale is set
+            q.observer.samples = []
     return qmodel
