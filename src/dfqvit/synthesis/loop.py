@@ -56,6 +56,7 @@ class SynthesisResult:
     seconds: float
     method: dict
     options: dict = field(default_factory=dict)
+    priors: torch.Tensor | None = None  # attention priors the images were aligned to (SARDFQ)
 
     def save(self, directory: Path, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         torch.save({"images": self.images.cpu(), "targets": self.targets.cpu()}, directory / "synthetic.pt")
@@ -245,7 +246,7 @@ def synthesize_images(
         for r in recorders.values():
             r.remove()
     seconds = elapsed + time.perf_counter() - t0
-    return SynthesisResult(images, targets, final, seconds, method.to_dict(), asdict(opts))
+    return SynthesisResult(images, targets, final, seconds, method.to_dict(), asdict(opts), priors)
 
 
 def _comparable(opts: SynthesisOptions) -> dict:
