@@ -5,7 +5,7 @@ import torch
 
 from dfqvit.errors import BitsError
 from dfqvit.quant.config import QuantConfig
-from dfqvit.quant.quantizers import Log2Quantizer, UniformQuantizer
+from dfqvit.quant.quantizers import LogQuantizer, UniformQuantizer
 
 
 def _calibrated(q, x):
@@ -35,7 +35,7 @@ def test_per_channel_beats_per_tensor_on_a_skewed_weight():
 
 def test_log2_quantizer_keeps_softmax_rows_within_half_an_octave():
     row = torch.softmax(torch.randn(4, 197) * 3, dim=-1)
-    q = _calibrated(Log2Quantizer(4), row)
+    q = _calibrated(LogQuantizer(4, "2"), row)
     out = q(row)
     smallest = q.scale * 2.0 ** -(2**4 - 2)
     kept = row >= smallest * math.sqrt(2)

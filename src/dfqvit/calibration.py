@@ -11,21 +11,27 @@ from .quant.wrap import QuantizedViT
 def calibrate(qmodel: QuantizedViT, images: torch.Tensor, batch_size: int = 32, progress: bool = False) -> QuantizedViT:
     """Set every scale and zero point from `images` (synthetic, noise or real).
 
-    Activations are observed in one float pass, so each observer sees the statistics
-    of the full-precision network, the common PTQ-for-ViT protocol.
+    Weights are quantized first; activations are then observed in one pass with float
+    activations and quantized weights, so each observer sees the ranges the quantized
+    weights produce.
     """
     if len(images) == 0:
         raise ValueError("calibration needs at least one image")
     for layer in qmodel.weighted_layers():
         layer.calibrate_weight()
-    act_quantizers = [q for q in qmodel.quantizers() if q.mode != "quant"]
-    for q in act_quantizers:
+    weight_quantizers = {id(layer.weight_quantizer) for layer in qmodel.weighted_layers()}
+    act = [q for q in qmodel.quantizers() if id(q) not in weight_quantizers]
+    done = [q for q in act if q.mode == "quant"]  # set earlier (reparameterization): keep, but observe in float
+    todo = [q for q in act if q.mode != "quant"]
+    for q in done:
+        q.mode = "float"
+    for q in todo:
         q.mode = "observe"
     batches = range(0, len(images), batch_size)
     for start in tqdm(batches, desc="calibrate", disable=not progress, leave=False):
         qmodel(images[start:start + batch_size])
-    for q in act_quantizers:
+    for q in todo:
         q.freeze()
-        if hasattr(q.observer, "samples"):  # free the kept values once the scale is set
-            q.observer.samples = []
+    for q in done:
+        q.mode = "quant"
     return qmodel

@@ -1,4 +1,9 @@
-"""The `dfqvit` command: run | synthesize | quantize | evaluate | methods."""
+"""The `dfqvit` command: run | synthesize | quantize | evaluate | methods | models.
+
+Every verb checks all of its values (numbers, device, output location, folders, files)
+before it loads a model or starts any work; a bad one is one `dfqvit: error: …` line
+and exit status 2, with nothing written.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,54 +15,107 @@ import torch
 
 from .errors import DfqvitError
 
+Formatter = argparse.ArgumentDefaultsHelpFormatter
+
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=None, help="timm model name (e.g. deit_tiny_patch16_224); default: the embedded tiny ViT")
+    g.add_argument("--model", default=None,
+                   help="timm model name (e.g. deit_tiny_patch16_224; `dfqvit models` lists the tested ones); "
+                        "none: the embedded tiny ViT")
     g.add_argument("--checkpoint", default=None, help="local weights file (.pth, .safetensors, .npz); never downloaded")
-    g.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--model-args", default=None,
+                   help="architecture overrides for timm.create_model, e.g. img_size=32,patch_size=4,num_classes=10")
+    g.add_argument("--model-config", default=None,
+                   help="JSON naming timm model, model_args, data_config, weights (relative to the JSON), class_names")
+    g.add_argument("--class-names", default=None, help="file with one class name per line, in class-index order")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    g.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="leave unreadable images out (the report names them) instead of refusing the folder")
 
 
 def _synthesis_args(p: argparse.ArgumentParser) -> None:
+    from .pipeline import DEFAULT_METHOD
     from .synthesis.methods import METHODS
 
     g = p.add_argument_group("calibration images")
-    g.add_argument("--method", default="dfq-vit", choices=list(METHODS), help="default: dfq-vit")
+    g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
+                   help="where calibration images come from (`dfqvit methods` describes each)")
     g.add_argument("--calib-data", default=None, help="ImageNet-layout folder for --method real")
-    g.add_argument("--num-images", type=int, default=32)
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--iterations", type=int, default=500)
-    g.add_argument("--lr", type=float, default=0.2)
-    g.add_argument("--schedule", default=None, choices=["none", "fixed", "e2h", "h2e"], help="override the method's crop schedule")
+    g.add_argument("--num-images", type=int, default=32, help="calibration images to make or take")
+    g.add_argument("--batch-size", type=int, default=32, help="images optimised together")
+    g.add_argument("--iterations", type=int, default=500, help="per round")
+    g.add_argument("--lr", type=float, default=0.2, help="Adam learning rate of the images")
+    g.add_argument("--schedule", default=None, choices=["none", "fixed", "e2h", "h2e"],
+                   help="override the method's crop schedule")
     g.add_argument("--crop-lower", type=float, default=0.08, help="δ_l of the crop schedules")
     g.add_argument("--crop-upper", type=float, default=1.0, help="δ_u of the crop schedules")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
-    g.add_argument("--checkpoint-every", type=int, default=50)
+    g.add_argument("--checkpoint-every", type=int, default=50, help="iterations between synthesis checkpoints")
     g.add_argument("--resume", action="store_true", help="continue from <out>.partial/synthesis_checkpoint.pt")
 
 
 def _quant_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("quantization")
-    g.add_argument("--w-bits", type=int, default=4, help="weight bits, 2..8 (default 4)")
-    g.add_argument("--a-bits", type=int, default=8, help="activation bits, 2..8 (default 8)")
-    g.add_argument("--head-bits", type=int, default=8)
-    g.add_argument("--embed-bits", type=int, default=8)
-    g.add_argument("--weight-observer", default="minmax", choices=["minmax", "percentile", "mse"])
-    g.add_argument("--act-observer", default="percentile", choices=["minmax", "percentile", "mse"])
+    from .presets import DEFAULT_PRESET, PRESETS
+    from .correction.acm import ACM_VARIANTS
+    from .quant.config import WEIGHT_ROUNDINGS
+    from .quant.quantizers import GELU_QUANTIZERS, SOFTMAX_QUANTIZERS
+    from .quant.observers import OBSERVERS
+
+    g = p.add_argument_group("quantization (unset options take the preset's value)")
+    g.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS), help="quantizer preset")
+    g.add_argument("--w-bits", type=int, default=4, help="weight bits, 2..8")
+    g.add_argument("--a-bits", type=int, default=8, help="activation bits, 2..8")
+    g.add_argument("--head-bits", type=int, default=8, help="classifier weight and input bits")
+    g.add_argument("--embed-bits", type=int, default=8, help="patch-embedding weight and input bits")
+    g.add_argument("--weight-observer", default=None, choices=list(OBSERVERS), help="weight range search")
+    g.add_argument("--act-observer", default=None, choices=list(OBSERVERS), help="activation range search")
+    g.add_argument("--reparam", default=None, action=argparse.BooleanOptionalAction,
+                   help="RepQ-ViT reparameterization of post-LayerNorm activations")
+    g.add_argument("--softmax-quantizer", default=None, choices=list(SOFTMAX_QUANTIZERS),
+                   help="attention-probability quantizer")
+    g.add_argument("--gelu-quantizer", default=None, choices=list(GELU_QUANTIZERS), help="fc2-input quantizer")
+    g.add_argument("--weight-rounding", default=None, choices=list(WEIGHT_ROUNDINGS),
+                   help="round to nearest, or GPTQ error compensation")
+    g.add_argument("--reconstruct-steps", type=int, default=None, help="block reconstruction steps per block (0 = off)")
     g.add_argument("--acm-every", type=int, default=None, help="ACM every γ blocks (0 = off); default: the method's")
+    g.add_argument("--acm-variant", default=None, choices=list(ACM_VARIANTS), help="default: the method's")
     g.add_argument("--distill-steps", type=int, default=None, help="distillation steps (0 = off); default: the method's")
     g.add_argument("--distill-terms", default=None, help="comma list of logits,attention")
     g.add_argument("--distill-lr", type=float, default=1e-2, help="step-size lr, relative to each scale")
     g.add_argument("--distill-weight-lr", type=float, default=0.0, help="> 0 also learns weights")
 
 
-def _quant_config(a: argparse.Namespace):
-    from .quant.config import QuantConfig
+def _out_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--out", default=default, help="output folder (never an existing folder dfqvit did not write)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier dfqvit output at --out")
 
-    return QuantConfig(w_bits=a.w_bits, a_bits=a.a_bits, head_bits=a.head_bits, embed_bits=a.embed_bits,
-                       weight_observer=a.weight_observer, act_observer=a.act_observer)
+
+def _class_names(a: argparse.Namespace):
+    from .data.folder import read_class_names
+
+    return read_class_names(a.class_names) if a.class_names else None
+
+
+def _quant_config(a: argparse.Namespace):
+    from .presets import quant_config
+
+    return quant_config(a.preset, w_bits=a.w_bits, a_bits=a.a_bits, head_bits=a.head_bits, embed_bits=a.embed_bits,
+                        weight_observer=a.weight_observer, act_observer=a.act_observer, reparam=a.reparam,
+                        softmax_quantizer=a.softmax_quantizer, gelu_quantizer=a.gelu_quantizer,
+                        weight_rounding=a.weight_rounding)
+
+
+def _reconstruct_steps(a: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .presets import get_preset
+
+    steps = get_preset(a.preset).reconstruct_steps if a.reconstruct_steps is None else a.reconstruct_steps
+    if steps < 0:
+        raise ConfigError(f"--reconstruct-steps must be >= 0, got {steps}")
+    return steps
 
 
 def _synthesis_options(a: argparse.Namespace):
@@ -68,89 +126,157 @@ def _synthesis_options(a: argparse.Namespace):
                             checkpoint_every=a.checkpoint_every)
 
 
-def cmd_run(a: argparse.Namespace) -> int:
-    from .pipeline import RunOptions, run
+def _run_options(a: argparse.Namespace, **extra):
+    from .correction.distill import DistillOptions
+    from .pipeline import RunOptions
 
-    report = run(RunOptions(
-        model=a.model, checkpoint=a.checkpoint, method=a.method, quant=_quant_config(a), synthesis=_synthesis_options(a),
-        schedule=a.schedule, acm_every=a.acm_every, distill_steps=a.distill_steps,
-        distill_terms=tuple(a.distill_terms.split(",")) if a.distill_terms else None, distill_lr=a.distill_lr,
-        distill_weight_lr=a.distill_weight_lr, calib_data=a.calib_data, data=a.data, out=a.out, device=a.device,
-        resume=a.resume, progress=not a.quiet))
+    terms = tuple(a.distill_terms.split(",")) if a.distill_terms else None
+    # Build once for its checks (a negative lr or step count is an error now, not after synthesis).
+    DistillOptions(steps=a.distill_steps or 0, lr=a.distill_lr, weight_lr=a.distill_weight_lr,
+                   terms=terms or ("logits",))
+    return RunOptions(
+        model=a.model, checkpoint=a.checkpoint, model_args=a.model_args, model_config=a.model_config,
+        class_names=_class_names(a), method=a.method, quant=_quant_config(a), synthesis=_synthesis_options(a),
+        schedule=a.schedule, acm_every=a.acm_every, acm_variant=a.acm_variant, distill_steps=a.distill_steps,
+        distill_terms=terms, distill_lr=a.distill_lr, distill_weight_lr=a.distill_weight_lr,
+        reconstruct_steps=_reconstruct_steps(a), calib_data=a.calib_data, data=a.data, out=a.out,
+        overwrite=a.overwrite, device=a.device, resume=a.resume, progress=not a.quiet,
+        skip_bad_images=a.skip_bad_images, **extra)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .pipeline import run
+
+    report = run(_run_options(a))
     ev = report["evaluation"]
     print(f"{report['model']} {report['method']['name']} W{a.w_bits}A{a.a_bits}: top-1 {ev['top1']:.2f} "
-          f"(FP {ev['fp']['top1']:.2f}), agreement {ev['agreement_top1']:.2f}; wrote {a.out}/")
+          f"(FP {ev['fp']['top1']:.2f}), agreement {ev['agreement_top1']:.2f}, KL {ev['kl_to_fp']:.4f}; wrote {a.out}/")
     return 0
 
 
 def cmd_synthesize(a: argparse.Namespace) -> int:
     from . import api
-    from .models import load_model
-    from .pipeline import CHECKPOINT_NAME
+    from .outputs import atomic_output_dir, staging_dir
+    from .pipeline import CHECKPOINT_NAME, RunOptions, load_for, validate
     from .report import write_report
-    from .utils import atomic_output_dir, staging_dir
 
-    loaded = load_model(a.model, a.checkpoint)
+    ropts = RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args, model_config=a.model_config,
+                       class_names=_class_names(a), method=a.method, synthesis=_synthesis_options(a),
+                       schedule=a.schedule, calib_data=a.calib_data, out=a.out, overwrite=a.overwrite,
+                       device=a.device, resume=a.resume, progress=not a.quiet, skip_bad_images=a.skip_bad_images)
+    method, _, _ = validate(ropts)
+    loaded = load_for(ropts)
     ckpt = staging_dir(Path(a.out)) / CHECKPOINT_NAME
-    with atomic_output_dir(a.out, keep_on_failure=(CHECKPOINT_NAME,)) as stage:
-        syn = api.synthesize(loaded, a.method, _synthesis_options(a), a.device, ckpt, a.resume, a.calib_data, not a.quiet)
+    with atomic_output_dir(a.out, keep_on_failure=(CHECKPOINT_NAME,), overwrite=a.overwrite) as stage:
+        syn = api.synthesize(loaded, method, ropts.synthesis, a.device, ckpt, a.resume, a.calib_data, not a.quiet,
+                             a.skip_bad_images)
         syn.save(stage, loaded.data_config["mean"], loaded.data_config["std"])
-        write_report(stage, {"model": loaded.name, "method": syn.method,
+        write_report(stage, {"model": loaded.name, "model_args": loaded.arch_kwargs, "method": syn.method,
                              "synthesis": {"seconds": syn.seconds, "final_terms": syn.final_terms, "options": syn.options,
-                                           "grid": "synthetic.png", "images": "synthetic.pt"}})
+                                           "resumed_from": syn.resumed_from, "grid": "synthetic.png",
+                                           "images": "synthetic.pt"}})
     print(f"wrote {len(syn.images)} images to {a.out}/synthetic.pt and {a.out}/synthetic.png ({syn.seconds:.1f} s)")
     return 0
+
+
+def _read_images(path: str) -> torch.Tensor:
+    from .errors import DataError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"--images {p}: file not found")
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception:
+        raise DataError(f"--images {p} is not a synthetic.pt written by `dfqvit synthesize`") from None
+    if not isinstance(data, dict) or "images" not in data:
+        raise DataError(f"--images {p} holds no 'images' tensor (expected a synthetic.pt written by `dfqvit synthesize`)")
+    return data["images"]
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
     from . import api
     from .correction.distill import DistillOptions
-    from .errors import DataError
+    from .correction.reconstruct import ReconstructOptions
+    from .errors import ConfigError
     from .export import save_quantized
-    from .models import load_model
+    from .outputs import atomic_output_dir, check_output_dir
+    from .pipeline import RunOptions, load_for
     from .report import write_report
-    from .utils import atomic_output_dir
+    from .utils import check_device
 
-    loaded = load_model(a.model, a.checkpoint)
-    if a.images:
-        path = Path(a.images)
-        if not path.is_file():
-            raise DataError(f"calibration images not found: {path}")
-        images = torch.load(path, map_location="cpu", weights_only=True)["images"]
-        source = str(path)
+    check_device(a.device)
+    config = _quant_config(a)
+    steps = _reconstruct_steps(a)
+    if (a.acm_every or 0) < 0:
+        raise ConfigError(f"--acm-every must be >= 0, got {a.acm_every}")
+    distill = DistillOptions(steps=a.distill_steps or 0, lr=a.distill_lr, weight_lr=a.distill_weight_lr,
+                             terms=tuple((a.distill_terms or "logits").split(",")), seed=a.seed)
+    recon = ReconstructOptions(steps=steps, seed=a.seed) if steps else None
+    if a.images and a.calib_data:
+        raise ConfigError("give either --images or --calib-data, not both")
+    if a.calib_data and not Path(a.calib_data).is_dir():
+        raise ConfigError(f"--calib-data {a.calib_data}: folder not found")
+    check_output_dir(a.out, a.overwrite)
+    images = _read_images(a.images) if a.images else None
+    loaded = load_for(RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args,
+                                 model_config=a.model_config, class_names=_class_names(a)))
+    if images is not None:
+        source = a.images
+        api.check_images(images, loaded, f"--images {a.images}")
     else:
-        images, _ = api.real_images(loaded, a.calib_data, a.num_images, a.seed)
+        images, _ = api.real_images(loaded, a.calib_data, a.num_images, a.seed, a.skip_bad_images)
         source = a.calib_data or "digits train split"
-    distill = None
-    if a.distill_steps:
-        distill = DistillOptions(steps=a.distill_steps, lr=a.distill_lr, weight_lr=a.distill_weight_lr,
-                                 terms=tuple((a.distill_terms or "logits").split(",")), seed=a.seed)
-    with atomic_output_dir(a.out) as stage:
-        qmodel, info = api.quantize(loaded, images, _quant_config(a), a.acm_every or 0, distill, a.device,
-                                    progress=not a.quiet)
+    with atomic_output_dir(a.out, overwrite=a.overwrite) as stage:
+        qmodel, info = api.quantize(loaded, images, config, a.acm_every or 0, distill, a.device, progress=not a.quiet,
+                                    reconstruct_options=recon, acm_variant=a.acm_variant or "mean")
         save_quantized(qmodel, loaded, stage / "quantized.safetensors")
-        write_report(stage, {"model": loaded.name, "calibration_source": source, "quantize": info})
+        write_report(stage, {"model": loaded.name, "model_args": loaded.arch_kwargs, "calibration_source": source,
+                             "quantize": info})
     print(f"wrote {a.out}/quantized.safetensors")
     return 0
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from . import api
-    from .export import load_quantized
-    from .models import load_model
+    from .errors import ConfigError
+    from .export import load_quantized, read_metadata
+    from .models.tiny import TINY_MODEL_NAME
+    from .outputs import check_output_file
+    from .pipeline import RunOptions, load_for
+    from .utils import check_device
 
+    check_device(a.device)
+    if a.data is not None and not Path(a.data).is_dir():
+        raise ConfigError(f"--data {a.data}: folder not found")
+    logits_path = check_output_file(a.save_logits, a.overwrite, "--save-logits") if a.save_logits else None
+    opts = RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args, model_config=a.model_config,
+                      class_names=_class_names(a))
     if a.quantized:
+        meta = read_metadata(a.quantized)
+        if a.model and a.model != meta["model"]:
+            raise ConfigError(f"--model {a.model} does not match the quantized model's {meta['model']}; "
+                              f"drop --model (the artefact names its model)")
+        if a.model_args:
+            raise ConfigError("--model-args: the quantized model records its architecture; drop --model-args")
         model, loaded, _ = load_quantized(a.quantized)
+        if a.class_names:
+            loaded.class_names = opts.class_names
         fp = None
-        if loaded.name == "tiny-vit-digits" or a.checkpoint:
-            fp = load_model(loaded.name, a.checkpoint).model
+        if a.model_config or a.checkpoint or meta["model"] == TINY_MODEL_NAME:  # the float reference, if at hand
+            opts.model, opts.model_args = (None, None) if a.model_config else (meta["model"], meta.get("arch_kwargs"))
+            fp = load_for(opts).model
     else:
-        loaded = load_model(a.model, a.checkpoint)
+        loaded = load_for(opts)
         model, fp = loaded.model, None
-    result = api.evaluate(model, loaded, a.data, fp_model=fp, device=a.device, progress=not a.quiet)
-    if a.save_logits:
-        torch.save(api.predict_logits(model, loaded, a.data, a.device), a.save_logits)
-    print(json.dumps(result, indent=2))
+    result = api.evaluate(model, loaded, a.data, fp_model=fp, device=a.device, progress=not a.quiet,
+                          skip_bad_images=a.skip_bad_images, return_logits=logits_path is not None)
+    logits = result.pop("logits", None)
+    print(json.dumps(result, indent=2))  # the metrics first: a failing write below cannot lose them
+    if logits_path is not None:
+        from .outputs import write_file_atomically
+
+        write_file_atomically(logits_path, lambda tmp: torch.save(logits, tmp))
     return 0
 
 
@@ -159,38 +285,60 @@ def cmd_methods(a: argparse.Namespace) -> int:
 
     for m in METHODS.values():
         terms = ", ".join(f"{k}×{v:g}" for k, v in m.terms.items()) or "-"
-        print(f"{m.name:8s} {m.description}\n         terms: {terms}; schedule: {m.schedule}; acm-every: {m.acm_every}; "
-              f"distill-steps: {m.distill_steps}")
+        print(f"{m.name:9s} {m.description}\n          terms: {terms}; schedule: {m.schedule}; acm-every: {m.acm_every}; "
+              f"distill-steps: {m.distill_steps}{'; rounds (jitter px): ' + str(list(m.rounds)) if m.rounds else ''}")
+    return 0
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    from .models.loading import KNOWN_MODELS
+    from .models.tiny import TINY_MODEL_NAME
+
+    print(f"{TINY_MODEL_NAME:30s} the embedded default (no --model): tiny ViT on scikit-learn digits")
+    for name, overrides in KNOWN_MODELS.items():
+        print(f"{name:30s} --model-args known to work: {overrides}")
+    print("Any other timm ViT / DeiT / Swin name builds too; weights always come from a local file.")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dfqvit", description="Data-free quantization for Vision Transformers.")
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="dfqvit", description="Data-free quantization for Vision Transformers.",
+                                formatter_class=Formatter)
+    p.add_argument("--version", action="version", version=f"dfqvit {__version__}")
     sub = p.add_subparsers(dest="verb", required=True)
-    r = sub.add_parser("run", help="synthesize, quantize, calibrate, correct, evaluate and save, in one go")
+    r = sub.add_parser("run", help="synthesize, quantize, calibrate, correct, evaluate and save, in one go",
+                       formatter_class=Formatter)
     _model_args(r); _synthesis_args(r); _quant_args(r)
-    r.add_argument("--data", default=None, help="ImageNet-layout folder to evaluate on (default for the tiny model: digits held-out)")
-    r.add_argument("--out", default="dfqvit-out")
+    r.add_argument("--data", default=None, help="ImageNet-layout folder to evaluate on (tiny model: digits held-out)")
+    _out_args(r, "dfqvit-out")
     r.set_defaults(fn=cmd_run)
-    s = sub.add_parser("synthesize", help="make calibration images from the model alone")
+    s = sub.add_parser("synthesize", help="make calibration images from the model alone", formatter_class=Formatter)
     _model_args(s); _synthesis_args(s)
-    s.add_argument("--out", default="dfqvit-synthetic")
+    _out_args(s, "dfqvit-synthetic")
     s.set_defaults(fn=cmd_synthesize)
-    q = sub.add_parser("quantize", help="quantize and calibrate on saved synthetic images or a real folder")
+    q = sub.add_parser("quantize", help="quantize and calibrate on saved synthetic images or a real folder",
+                       formatter_class=Formatter)
     _model_args(q); _quant_args(q)
     q.add_argument("--images", default=None, help="synthetic.pt written by `dfqvit synthesize`")
     q.add_argument("--calib-data", default=None, help="ImageNet-layout folder of real calibration images")
-    q.add_argument("--num-images", type=int, default=32)
-    q.add_argument("--out", default="dfqvit-quantized")
+    q.add_argument("--num-images", type=int, default=32, help="real images taken from --calib-data")
+    _out_args(q, "dfqvit-quantized")
     q.set_defaults(fn=cmd_quantize)
-    e = sub.add_parser("evaluate", help="top-1 / top-5 / agreement of a float or saved quantized model")
+    e = sub.add_parser("evaluate", help="top-1 / top-5 / agreement / KL of a float or saved quantized model",
+                       formatter_class=Formatter)
     _model_args(e)
     e.add_argument("--quantized", default=None, help="quantized.safetensors written by run or quantize")
-    e.add_argument("--data", default=None, help="ImageNet-layout folder (default for the tiny model: digits held-out)")
+    e.add_argument("--data", default=None, help="ImageNet-layout folder (tiny model: digits held-out)")
     e.add_argument("--save-logits", default=None, help="also write the logits to this .pt file")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --save-logits file")
     e.set_defaults(fn=cmd_evaluate)
-    m = sub.add_parser("methods", help="list the registered methods")
+    m = sub.add_parser("methods", help="list the registered synthesis methods", formatter_class=Formatter)
     m.set_defaults(fn=cmd_methods)
+    mo = sub.add_parser("models", help="list the tested timm models and the --model-args known to work",
+                        formatter_class=Formatter)
+    mo.set_defaults(fn=cmd_models)
     return p
 
 

@@ -27,3 +27,7 @@ class SynthesisDivergedError(DfqvitError):
 
 class ConfigError(DfqvitError, ValueError):
     """An option that makes no sense (unknown method, schedule, observer...)."""
+
+
+class OutputError(DfqvitError):
+    """An output location dfqvit must not write: a user's folder, the working folder, a file, no permission."""

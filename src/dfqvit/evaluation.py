@@ -38,8 +38,21 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()
 
 
+def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor) -> float:
+    """Mean over images of KL(softmax(ref) ‖ softmax(logits)), in nats."""
+    ref = torch.log_softmax(ref_logits.double(), dim=1)
+    own = torch.log_softmax(logits.double(), dim=1)
+    return (ref.exp() * (ref - own)).sum(dim=1).mean().item()
+
+
 def metrics(logits: torch.Tensor, labels: torch.Tensor, fp_logits: torch.Tensor | None = None) -> dict[str, float]:
+    """Top-1 / top-5 %; with FP logits also top-1 agreement % and mean KL(FP ‖ model).
+
+    On 1,000 images top-1 has a standard error of about ±1.3 points; agreement and KL
+    compare the same images' predictions and separate methods far better.
+    """
     out = {"top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5), "images": len(labels)}
     if fp_logits is not None:
         out["agreement_top1"] = 100.0 * (logits.argmax(1) == fp_logits.argmax(1)).float().mean().item()
+        out["kl_to_fp"] = kl_to_reference(logits, fp_logits)
     return out

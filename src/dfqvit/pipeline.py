@@ -5,91 +5,150 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import api
 from .correction.distill import DistillOptions
+from .correction.reconstruct import ReconstructOptions
 from .errors import ConfigError
 from .export import save_quantized
-from .models import load_model
+from .models import LoadedModel, load_model, load_model_config
+from .models.tiny import TINY_MODEL_NAME
+from .outputs import atomic_output_dir, check_output_dir, staging_dir
 from .quant.config import QuantConfig
 from .report import write_report
-from .synthesis import SynthesisOptions, get_method
-from .utils import atomic_output_dir, staging_dir
+from .synthesis import Method, SynthesisOptions, get_method
+from .utils import check_device
 
 CHECKPOINT_NAME = "synthesis_checkpoint.pt"
+DEFAULT_METHOD = "dfq-vit"
 
 
 @dataclass
 class RunOptions:
     model: str | None = None
     checkpoint: str | None = None
-    method: str = "dfq-vit"
+    model_args: dict[str, Any] | str | None = None
+    model_config: str | None = None  # JSON: timm model, model args, data config, weights, class names
+    class_names: list[str] | None = None
+    method: str = DEFAULT_METHOD
     quant: QuantConfig = field(default_factory=QuantConfig)
     synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)
     schedule: str | None = None  # override the method's crop schedule
     acm_every: int | None = None  # override the method's γ
+    acm_variant: str | None = None  # override the method's ACM variant
     distill_steps: int | None = None
     distill_terms: tuple[str, ...] | None = None
     distill_lr: float = 1e-2
     distill_weight_lr: float = 0.0
+    reconstruct_steps: int = 0
     calib_data: str | None = None
     data: str | None = None
     out: str = "dfqvit-out"
+    overwrite: bool = False
     device: str | None = None
     resume: bool = False
     progress: bool = True
+    skip_bad_images: bool = False
 
 
-def parts_run(method, quant: QuantConfig, n_images: int, distill: DistillOptions | None, acm_blocks: list[int]) -> list[str]:
+def load_for(opts: Any) -> LoadedModel:
+    """The float model named by `--model-config`, or by `--model` / `--checkpoint` / `--model-args`."""
+    if opts.model_config:
+        if opts.model or opts.checkpoint or opts.model_args:
+            raise ConfigError("--model-config already names the model, its weights and overrides; "
+                              "drop --model / --checkpoint / --model-args")
+        loaded = load_model_config(opts.model_config)
+    else:
+        loaded = load_model(opts.model, opts.checkpoint, model_args=opts.model_args)
+    if opts.class_names:
+        if len(opts.class_names) != loaded.num_classes:
+            raise ConfigError(f"{len(opts.class_names)} class names given, the model has {loaded.num_classes} classes")
+        loaded.class_names = list(opts.class_names)
+    return loaded
+
+
+def resolve_method(opts: RunOptions) -> Method:
+    return get_method(opts.method).with_options(schedule=opts.schedule, acm_every=opts.acm_every,
+                                                acm_variant=opts.acm_variant, distill_steps=opts.distill_steps,
+                                                distill_terms=opts.distill_terms)
+
+
+def distill_options(method: Method, opts: RunOptions) -> DistillOptions | None:
+    if method.distill_steps <= 0:
+        return None
+    return DistillOptions(steps=method.distill_steps, terms=tuple(method.distill_terms), lr=opts.distill_lr,
+                          weight_lr=opts.distill_weight_lr, batch_size=opts.synthesis.batch_size,
+                          seed=opts.synthesis.seed)
+
+
+def validate(opts: RunOptions) -> tuple[Method, DistillOptions | None, ReconstructOptions | None]:
+    """Every check that needs no model and no data, so a bad value fails before any work."""
+    check_device(opts.device)
+    method = resolve_method(opts)
+    if method.acm_every < 0:
+        raise ConfigError(f"--acm-every must be >= 0, got {method.acm_every}")
+    if opts.resume and not method.synthesizes:
+        raise ConfigError(f"--resume: method '{method.name}' optimises nothing, so there is nothing to resume")
+    if method.source == "real" and opts.calib_data is None and opts.model_config is None \
+            and opts.model not in (None, "", TINY_MODEL_NAME):
+        raise ConfigError("--method real needs --calib-data FOLDER")
+    for what, folder in (("--data", opts.data), ("--calib-data", opts.calib_data)):
+        if folder is not None and not Path(folder).is_dir():
+            raise ConfigError(f"{what} {folder}: folder not found")
+    recon = ReconstructOptions(steps=opts.reconstruct_steps, batch_size=opts.synthesis.batch_size,
+                               seed=opts.synthesis.seed) if opts.reconstruct_steps else None
+    check_output_dir(opts.out, opts.overwrite, opts.resume)
+    return method, distill_options(method, opts), recon
+
+
+def parts_run(method: Method, quant: QuantConfig, n_images: int, distill: DistillOptions | None,
+              recon: ReconstructOptions | None, qinfo: dict[str, Any]) -> list[str]:
     parts = []
     if method.source == "synthetic":
         terms = ", ".join(f"{k}×{v:g}" for k, v in method.terms.items())
+        rounds = f"; {len(method.rounds)} rounds" if method.rounds else ""
         parts.append(f"synthesis[{method.name}: {terms}; crop schedule {method.schedule}; "
-                     f"{'soft' if method.soft_labels else 'one-hot'} labels]")
+                     f"{'soft' if method.soft_labels else 'one-hot'} labels{rounds}]")
     else:
         parts.append(f"calibration images: {method.source}")
-    parts.append(f"calibration[{n_images} images; {quant.weight_observer} weights, {quant.act_observer} activations]")
+    extra = quant.parts()
+    parts.append(f"calibration[{n_images} images; {quant.weight_observer} weights, {quant.act_observer} activations"
+                 f"{'; ' + ', '.join(extra) if extra else ''}]")
+    if recon is not None:
+        parts.append(f"block reconstruction[{recon.steps} steps per block: AdaRound + activation steps, QDrop]")
     if distill is not None and distill.steps > 0:
         parts.append(f"distillation[{distill.steps} steps: {', '.join(distill.terms)}"
                      f"{'; weights learn' if distill.weight_lr > 0 else ''}]")
-    if acm_blocks:
-        parts.append(f"acm[blocks {acm_blocks}]")
+    if qinfo.get("acm_blocks"):
+        parts.append(f"acm[{qinfo.get('acm_variant', 'mean')}; blocks {qinfo['acm_blocks']}]")
     return parts
 
 
 def run(opts: RunOptions) -> dict[str, Any]:
     """Synthesize → quantize → calibrate → correct → evaluate → export into `opts.out`."""
-    loaded = load_model(opts.model, opts.checkpoint)
-    method = get_method(opts.method).with_options(schedule=opts.schedule, acm_every=opts.acm_every,
-                                                  distill_steps=opts.distill_steps, distill_terms=opts.distill_terms)
-    if method.source == "real" and opts.calib_data is None and loaded.name != "tiny-vit-digits":
-        raise ConfigError("--method real needs --calib-data FOLDER")
-    distill_opts = None
-    if method.distill_steps > 0:
-        distill_opts = DistillOptions(steps=method.distill_steps, terms=tuple(method.distill_terms), lr=opts.distill_lr,
-                                      weight_lr=opts.distill_weight_lr, batch_size=opts.synthesis.batch_size,
-                                      seed=opts.synthesis.seed)
+    method, distill_opts, recon = validate(opts)
+    loaded = load_for(opts)
     out = Path(opts.out)
     ckpt = staging_dir(out) / CHECKPOINT_NAME
-    with atomic_output_dir(out, keep_on_failure=(CHECKPOINT_NAME,)) as stage:
-        syn = api.synthesize(loaded, method, opts.synthesis, opts.device, ckpt, opts.resume, opts.calib_data, opts.progress)
+    with atomic_output_dir(out, keep_on_failure=(CHECKPOINT_NAME,), overwrite=opts.overwrite) as stage:
+        syn = api.synthesize(loaded, method, opts.synthesis, opts.device, ckpt, opts.resume, opts.calib_data,
+                             opts.progress, opts.skip_bad_images)
         cfg = loaded.data_config
         syn.save(stage, cfg["mean"], cfg["std"])
         qmodel, qinfo = api.quantize(loaded, syn.images, opts.quant, method.acm_every, distill_opts, opts.device,
-                                     opts.synthesis.batch_size, opts.progress)
+                                     opts.synthesis.batch_size, opts.progress, recon, method.acm_variant)
         evaluation = api.evaluate(qmodel, loaded, opts.data, fp_model=loaded.model, device=opts.device,
-                                  progress=opts.progress)
+                                  progress=opts.progress, skip_bad_images=opts.skip_bad_images)
         path = save_quantized(qmodel, loaded, stage / "quantized.safetensors", {"method": method.to_dict()})
         fp_params = sum(p.numel() for p in loaded.model.parameters())
         report = {
             "model": loaded.name,
+            "model_args": loaded.arch_kwargs,
             "method": method.to_dict(),
-            "parts_run": parts_run(method, opts.quant, len(syn.images), distill_opts, qinfo["acm_blocks"]),
+            "parts_run": parts_run(method, opts.quant, len(syn.images), distill_opts, recon, qinfo),
             "seed": opts.synthesis.seed,
             "device": str(api.resolve_device(opts.device)),
             "synthesis": {"seconds": syn.seconds, "final_terms": syn.final_terms, "options": syn.options,
-                          "grid": "synthetic.png", "images": "synthetic.pt"},
+                          "resumed_from": syn.resumed_from, "grid": "synthetic.png", "images": "synthetic.pt"},
             "quantize": qinfo,
             "evaluation": evaluation,
             "sizes": {"fp32_mb": fp_params * 4 / 1e6, "packed_mb": qmodel.weight_bits_total() / 8 / 1e6,

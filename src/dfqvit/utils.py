@@ -1,12 +1,8 @@
-"""Small shared helpers: seeding, device choice, atomic output directories."""
+"""Small shared helpers: seeding and device choice."""
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import shutil
-from pathlib import Path
-from typing import Iterator
+import re
 
 import numpy as np
 import torch
@@ -22,44 +18,27 @@ def seed_everything(seed: int) -> torch.Generator:
     return gen
 
 
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def check_device(device: str | None) -> str:
+    """Accept cpu, cuda, cuda:N or auto; anything else is a one-line error."""
+    from .errors import ConfigError
+
+    device = device or "auto"
+    if not DEVICE_PATTERN.match(device):
+        raise ConfigError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device} asked for but no CUDA device is available")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
 def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
+    device = check_device(device)
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        from .errors import ConfigError
-
-        raise ConfigError(f"--device {device} asked for but no CUDA device is available")
     return torch.device(device)
-
-
-def staging_dir(out: Path) -> Path:
-    return out.with_name(out.name + ".partial")
-
-
-@contextlib.contextmanager
-def atomic_output_dir(out: str | os.PathLike, keep_on_failure: tuple[str, ...] = ()) -> Iterator[Path]:
-    """Write into `<out>.partial/` and move it to `out` only when the block succeeds.
-
-    On failure everything is removed except files named in `keep_on_failure`
-    (the synthesis checkpoint, so `--resume` can continue); `out` is never half-written.
-    """
-    out = Path(out)
-    stage = staging_dir(out)
-    stage.mkdir(parents=True, exist_ok=True)
-    try:
-        yield stage
-    except BaseException:
-        for child in stage.iterdir():
-            if child.name in keep_on_failure:
-                continue
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-        if not any(stage.iterdir()):
-            stage.rmdir()
-        raise
-    for name in keep_on_failure:
-        leftover = stage / name
-        if leftover.exists():
-            leftover.unlink()
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(stage, out)

@@ -38,7 +38,13 @@ class DistillOptions:
         if bad:
             raise ConfigError(f"unknown distillation term '{bad[0]}' (choose from {', '.join(DISTILL_TERMS)})")
         if self.steps < 0:
-            raise ConfigError("distill steps must be >= 0")
+            raise ConfigError(f"--distill-steps must be >= 0, got {self.steps}")
+        if self.lr <= 0:
+            raise ConfigError(f"--distill-lr must be > 0, got {self.lr}")
+        if self.weight_lr < 0:
+            raise ConfigError(f"--distill-weight-lr must be >= 0, got {self.weight_lr}")
+        if self.batch_size < 1:
+            raise ConfigError(f"distillation batch size must be >= 1, got {self.batch_size}")
 
 
 def head_wise_attention_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:

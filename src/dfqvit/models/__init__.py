@@ -1,6 +1,6 @@
 """Model loading, the embedded tiny default, and the attention access points."""
 from .attention import ObservableAttention, find_blocks, make_observable
-from .loading import KNOWN_MODELS, LoadedModel, load_model
+from .loading import KNOWN_MODELS, LoadedModel, load_model, load_model_config, parse_model_args
 from .tiny import TINY_MODEL_NAME, build_tiny_vit, load_tiny_default
 
 __all__ = [
@@ -11,6 +11,8 @@ __all__ = [
     "build_tiny_vit",
     "find_blocks",
     "load_model",
+    "load_model_config",
+    "parse_model_args",
     "load_tiny_default",
     "make_observable",
 ]

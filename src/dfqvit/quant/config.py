@@ -6,7 +6,9 @@ from typing import Any
 
 from ..errors import ConfigError
 from .observers import OBSERVERS
-from .quantizers import check_bits
+from .quantizers import GELU_QUANTIZERS, SOFTMAX_QUANTIZERS, check_bits
+
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
 
 
 @dataclass
@@ -15,10 +17,14 @@ class QuantConfig:
     a_bits: int = 8
     head_bits: int = 8  # classifier weights and input
     embed_bits: int = 8  # patch-embedding conv weights and input
-    softmax_bits: int | None = None  # log2 quantizer on attention probabilities; None → a_bits
+    softmax_bits: int | None = None  # attention-probability bits; None → a_bits
     weight_observer: str = "minmax"
     act_observer: str = "percentile"
     percentile: float = 99.99
+    softmax_quantizer: str = "log2"  # log2 | logsqrt2 | uniform
+    gelu_quantizer: str = "uniform"  # fc2 input: uniform | twin
+    reparam: bool = False  # RepQ-ViT: per-channel post-LayerNorm ranges folded into LayerNorm + Linear
+    weight_rounding: str = "nearest"  # nearest | gptq (second-order error compensation on the calibration images)
 
     def __post_init__(self) -> None:
         check_bits(self.w_bits, "weight bits")
@@ -30,6 +36,26 @@ class QuantConfig:
         for obs in (self.weight_observer, self.act_observer):
             if obs not in OBSERVERS:
                 raise ConfigError(f"unknown observer '{obs}' (choose from {', '.join(OBSERVERS)})")
+        for value, choices, what in ((self.softmax_quantizer, SOFTMAX_QUANTIZERS, "softmax quantizer"),
+                                     (self.gelu_quantizer, GELU_QUANTIZERS, "GELU quantizer"),
+                                     (self.weight_rounding, WEIGHT_ROUNDINGS, "weight rounding")):
+            if value not in choices:
+                raise ConfigError(f"unknown {what} '{value}' (choose from {', '.join(choices)})")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
+
+    def parts(self) -> list[str]:
+        """What this configuration does beyond the basic quantizer, for the report's parts list."""
+        out = []
+        if self.reparam:
+            out.append("reparameterized post-LayerNorm activations")
+        if self.softmax_quantizer != "log2":
+            out.append(f"{self.softmax_quantizer} softmax")
+        if self.gelu_quantizer != "uniform":
+            out.append(f"{self.gelu_quantizer} post-GELU")
+        if self.weight_rounding != "nearest":
+            out.append(f"{self.weight_rounding} weights")
+        return out
 
     @property
     def label(self) -> str:

@@ -38,6 +38,9 @@ class Observer:
     def _keep(self, flat: torch.Tensor) -> None:
         pass
 
+    def release(self) -> None:
+        """Free what was kept for the range search, once the range is set."""
+
     @property
     def ready(self) -> bool:
         return self.min is not None
@@ -70,6 +73,9 @@ class _SamplingObserver(Observer):
 
     def values(self) -> torch.Tensor:
         return torch.cat(self.samples, dim=1)
+
+    def release(self) -> None:
+        self.samples = []
 
 
 class PercentileObserver(_SamplingObserver):

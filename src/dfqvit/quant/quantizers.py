@@ -1,15 +1,24 @@
 """Fake quantizers: round to a b-bit grid in the forward pass, let gradients through (STE).
 
-`UniformQuantizer` is affine (scale, zero point), per tensor or per channel.
-`Log2Quantizer` puts softmax probabilities on powers of two, where most of their
-mass lies, so 4 bits keep the small probabilities a uniform grid would zero out.
+- `UniformQuantizer`: affine (scale, zero point), per tensor or per channel.
+- `LogQuantizer`: softmax probabilities on powers of 2 (log2) or of √2 (log√2, RepQ-ViT),
+  where most of their mass lies, so few bits keep the small probabilities a uniform grid zeroes.
+- `TwinUniformQuantizer`: post-GELU values (PTQ4ViT), one uniform grid for the small negative
+  tail and one, 2^m times coarser, for the positive range.
+
+Every quantizer has three modes: 'float' (pass-through), 'observe' (feed the observer,
+pass-through), 'quant'. Without autograd, 'quant' runs an in-place kernel chain (about
+3× faster than the autograd formula and bit-identical to it).
 """
 from __future__ import annotations
+
+import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from ..errors import BitsError
+from ..errors import BitsError, ConfigError
 from .observers import Observer, make_observer
 
 MIN_BITS, MAX_BITS = 2, 8
@@ -34,14 +43,27 @@ def affine_params(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple[torch.
     return scale, zero_point
 
 
-def fake_quant_affine(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int) -> torch.Tensor:
-    q = torch.clamp(round_ste(x / scale) + zero_point, 0, 2**bits - 1)
+def fake_quant_affine(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int,
+                      inplace: bool = False) -> torch.Tensor:
+    """(clamp(round(x·(1/s)) + z, 0, 2^b-1) - z)·s, differentiable in x and s (LSQ-style).
+
+    Multiplying by the reciprocal (as PyTorch's own fake-quantize kernels do) is several times
+    cheaper than dividing on CPU; both paths below use it, so they agree bit for bit.
+    Without autograd the chain runs in place, on `x` itself when `inplace` (a temporary the
+    caller will not read again): allocating the output costs more than the arithmetic.
+    """
+    inv = scale.reciprocal()
+    if not torch.is_grad_enabled() or not (x.requires_grad or scale.requires_grad):
+        out = x.mul_(inv) if inplace else x * inv
+        if zero_point.numel() == 1:  # per tensor: scalar bounds are much cheaper than tensor ones
+            z = zero_point.item()
+            return out.round_().clamp_(-z, 2**bits - 1 - z).mul_(scale)
+        return out.round_().clamp_(-zero_point, 2**bits - 1 - zero_point).mul_(scale)
+    q = torch.clamp(round_ste(x * inv) + zero_point, 0, 2**bits - 1)
     return (q - zero_point) * scale
 
 
 class UniformQuantizer(nn.Module):
-    """Modes: 'float' (pass-through), 'observe' (feed the observer, pass-through), 'quant'."""
-
     def __init__(self, bits: int, observer: str = "minmax", channel_axis: int | None = None,
                  shape: tuple[int, ...] | None = None, percentile: float = 99.99) -> None:
         super().__init__()
@@ -53,8 +75,13 @@ class UniformQuantizer(nn.Module):
             pshape[channel_axis] = shape[channel_axis]
         self.scale = nn.Parameter(torch.ones(pshape), requires_grad=False)
         self.register_buffer("zero_point", torch.zeros(pshape))
-        self.observer: Observer = make_observer(observer, channel_axis, percentile)
+        self._observer_args = (observer, channel_axis, percentile)
+        self.observer: Observer = make_observer(*self._observer_args)
         self.mode = "float"
+        self.inplace = False  # set by the wrapper where the input is a temporary nobody reads again
+
+    def reset_observer(self) -> None:
+        self.observer = make_observer(*self._observer_args)
 
     def extra_repr(self) -> str:
         kind = "per-tensor" if self.channel_axis is None else f"per-channel(axis={self.channel_axis})"
@@ -62,7 +89,8 @@ class UniformQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "quant":
-            return fake_quant_affine(x, self.scale.clamp(min=EPS), self.zero_point, self.bits)
+            return fake_quant_affine(x, self.scale.clamp(min=EPS), self.zero_point, self.bits,
+                                     self.inplace and not self._forward_hooks)
         if self.mode == "observe":
             self.observer.update(x)
         return x
@@ -72,47 +100,63 @@ class UniformQuantizer(nn.Module):
         return fake_quant_affine(v, s, z, self.bits)
 
     @torch.no_grad()
-    def freeze(self) -> None:
-        """Turn the observer's statistics into scale and zero point and switch to 'quant'."""
-        if not self.observer.ready:
-            raise RuntimeError("quantizer saw no data during calibration")
-        lo, hi = self.observer.clip_range(self._candidate)
+    def set_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
         scale, zp = affine_params(lo, hi, self.bits)
         self.scale.data.copy_(scale.reshape(self.scale.shape))
         self.zero_point.copy_(zp.reshape(self.zero_point.shape))
         self.mode = "quant"
 
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Turn the observer's statistics into scale and zero point and switch to 'quant'."""
+        if not self.observer.ready:
+            raise RuntimeError("quantizer saw no data during calibration")
+        self.set_range(*self.observer.clip_range(self._candidate))
+        self.observer.release()
+
     def integer(self, x: torch.Tensor) -> torch.Tensor:
         """The integer codes 0..2^b-1 that `forward` in 'quant' mode dequantizes."""
-        return torch.clamp(torch.round(x / self.scale.clamp(min=EPS)) + self.zero_point, 0, 2**self.bits - 1)
+        return torch.clamp(torch.round(x * self.scale.clamp(min=EPS).reciprocal()) + self.zero_point, 0,
+                           2**self.bits - 1)
 
 
-class Log2Quantizer(nn.Module):
-    """x̂ = s·2^(-q), q = round(-log2(x/s)) in 0..2^b-2; the last code stands for 0.
+class LogQuantizer(nn.Module):
+    """x̂ = s·base^(-q), q = round(-log_base(x/s)) in 0..2^b-2; the last code stands for 0.
 
-    For non-negative inputs (softmax output). `s` is the largest value observed.
+    For non-negative inputs (softmax output); `s` is the largest value observed.
+    base 2: each value within a factor √2 (half an octave); base √2: within 2^¼,
+    with twice the resolution over half the dynamic range.
     """
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, base: str = "2") -> None:
         super().__init__()
+        if base not in ("2", "sqrt2"):
+            raise ConfigError(f"log quantizer base must be '2' or 'sqrt2', got {base!r}")
         self.bits = check_bits(bits)
+        self.base = base
+        self.steps_per_octave = 1 if base == "2" else 2
         self.register_buffer("scale", torch.ones(1))
         self.observer = make_observer("minmax")
         self.mode = "float"
         self.channel_axis = None
+        self.inplace = False
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, log2, mode={self.mode}"
+        return f"bits={self.bits}, log{'2' if self.base == '2' else '√2'}, mode={self.mode}"
 
-    def codes(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.round(-torch.log2((x / self.scale).clamp(min=1e-30)))
+    def codes(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """Codes 0..2^b-1 (the last one for zero)."""
+        q = x.mul_(self.scale.reciprocal()) if inplace else x * self.scale.reciprocal()
+        q = q.log2_().mul_(-self.steps_per_octave).round_().clamp_(min=0)
+        return q.clamp_(max=2**self.bits - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "quant":
-            q = self.codes(x).clamp(min=0)
-            deq = self.scale * torch.exp2(-q)
-            deq = torch.where(q >= 2**self.bits - 1, torch.zeros_like(deq), deq)
-            return (deq - x).detach() + x
+            with torch.no_grad():
+                q = self.codes(x.detach(), self.inplace and not x.requires_grad and not self._forward_hooks)
+                q.masked_fill_(q >= 2**self.bits - 1, math.inf)
+                deq = q.mul_(-1.0 / self.steps_per_octave).exp2_().mul_(self.scale)
+            return deq if not x.requires_grad else (deq - x).detach() + x
         if self.mode == "observe":
             self.observer.update(x)
         return x
@@ -123,3 +167,84 @@ class Log2Quantizer(nn.Module):
             raise RuntimeError("quantizer saw no data during calibration")
         self.scale.copy_(self.observer.max.clamp(min=EPS).reshape(1))
         self.mode = "quant"
+
+
+class TwinUniformQuantizer(nn.Module):
+    """PTQ4ViT's twin uniform grid for post-GELU activations, b bits in all.
+
+    Positive values: 2^(b-1) codes of step Δ+ over [0, hi]; negative values: 2^(b-1) codes
+    of step Δ- = Δ+ / 2^m, the finest power-of-two fraction of Δ+ that still reaches the
+    smallest value observed (GELU's minimum is about -0.17, so the tail keeps its shape).
+    """
+
+    def __init__(self, bits: int, observer: str = "percentile", percentile: float = 99.99) -> None:
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.register_buffer("pos_scale", torch.ones(1))
+        self.register_buffer("neg_scale", torch.ones(1))
+        self.observer = make_observer(observer, None, percentile)
+        self.mode = "float"
+        self.channel_axis = None
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, twin-uniform, mode={self.mode}"
+
+    @property
+    def half_levels(self) -> int:
+        return 2 ** (self.bits - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "quant":
+            n = self.half_levels
+            pos = round_ste(x.clamp(min=0) / self.pos_scale).clamp(max=n - 1) * self.pos_scale
+            neg = -round_ste((-x).clamp(min=0) / self.neg_scale).clamp(max=n) * self.neg_scale
+            return torch.where(x >= 0, pos, neg)
+        if self.mode == "observe":
+            self.observer.update(x)
+        return x
+
+    @torch.no_grad()
+    def set_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        n = self.half_levels
+        pos = (hi.clamp(min=EPS) / (n - 1)).reshape(1)
+        needed = (-lo).clamp(min=EPS).reshape(1) / n  # the coarsest negative step that still reaches lo
+        m = torch.floor(torch.log2(pos / needed)).clamp(min=0)
+        self.pos_scale.copy_(pos)
+        self.neg_scale.copy_(pos / 2**m)
+        self.mode = "quant"
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        if not self.observer.ready:
+            raise RuntimeError("quantizer saw no data during calibration")
+        lo, hi = self.observer.clip_range(self._candidate)
+        self.set_range(lo.min(), hi.max())
+        self.observer.release()
+
+    def _candidate(self, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        probe = TwinUniformQuantizer(self.bits).to(v.device)
+        probe.set_range(lo.min(), hi.max())
+        return probe(v)
+
+
+def make_log2(bits: int, **_) -> LogQuantizer:
+    return LogQuantizer(bits, "2")
+
+
+def make_logsqrt2(bits: int, **_) -> LogQuantizer:
+    return LogQuantizer(bits, "sqrt2")
+
+
+def make_uniform(bits: int, observer: str = "minmax", percentile: float = 99.99) -> UniformQuantizer:
+    return UniformQuantizer(bits, observer, percentile=percentile)
+
+
+def make_twin(bits: int, observer: str = "percentile", percentile: float = 99.99) -> TwinUniformQuantizer:
+    return TwinUniformQuantizer(bits, observer, percentile)
+
+
+# Registered activation quantizers for the points that are far from uniform.
+SOFTMAX_QUANTIZERS: dict[str, Callable[..., nn.Module]] = {"log2": make_log2, "logsqrt2": make_logsqrt2,
+                                                           "uniform": make_uniform}
+GELU_QUANTIZERS: dict[str, Callable[..., nn.Module]] = {"uniform": make_uniform, "twin": make_twin}
+QUANTIZER_TYPES = (UniformQuantizer, LogQuantizer, TwinUniformQuantizer)

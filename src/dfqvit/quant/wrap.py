@@ -11,7 +11,7 @@ from ..correction.acm import CorrectedBlock
 from ..models.attention import attention_modules, find_blocks, make_observable
 from .config import QuantConfig
 from .modules import QuantConv2d, QuantLinear, _QuantWeighted
-from .quantizers import Log2Quantizer, UniformQuantizer
+from .quantizers import GELU_QUANTIZERS, QUANTIZER_TYPES, SOFTMAX_QUANTIZERS, UniformQuantizer
 
 
 def _role(name: str, classifier: str, first_conv: str) -> str:
@@ -19,7 +19,20 @@ def _role(name: str, classifier: str, first_conv: str) -> str:
         return "head"
     if name == first_conv:
         return "embed"
+    if name.endswith("mlp.fc2"):
+        return "post_gelu"
     return "body"
+
+
+def _input_quantizer(role: str, bits: int, c: QuantConfig) -> nn.Module:
+    if role == "post_gelu":
+        return GELU_QUANTIZERS[c.gelu_quantizer](bits, observer=c.act_observer, percentile=c.percentile)
+    return UniformQuantizer(bits, c.act_observer, percentile=c.percentile)
+
+
+# Linear layers of timm's blocks whose input is a temporary nobody reads again (LayerNorm,
+# GELU and attention outputs): their input quantizers may round in place during inference.
+TEMPORARY_INPUTS = ("attn.inner.qkv", "attn.inner.proj", "mlp.fc1", "mlp.fc2")
 
 
 class QuantizedViT(nn.Module):
@@ -41,14 +54,20 @@ class QuantizedViT(nn.Module):
                 role = _role(full, classifier, first_conv)
                 bits = {"head": (c.head_bits, c.head_bits), "embed": (c.embed_bits, c.embed_bits)}.get(
                     role, (c.w_bits, c.a_bits))
-                if isinstance(child, nn.Linear):
-                    setattr(module, child_name, QuantLinear(child, *bits, c.weight_observer, c.act_observer, c.percentile))
-                elif isinstance(child, nn.Conv2d) and role == "embed":
-                    setattr(module, child_name, QuantConv2d(child, *bits, c.weight_observer, c.act_observer, c.percentile))
+                wrapper = QuantLinear if isinstance(child, nn.Linear) else \
+                    QuantConv2d if isinstance(child, nn.Conv2d) and role == "embed" else None
+                if wrapper is not None:
+                    setattr(module, child_name, wrapper(child, bits[0], _input_quantizer(role, bits[1], c),
+                                                        c.weight_observer, c.percentile))
         for attn in attention_modules(model):
             for point in ("q_point", "k_point", "v_point"):
                 setattr(attn, point, UniformQuantizer(c.a_bits, c.act_observer, percentile=c.percentile))
-            attn.probs_point = Log2Quantizer(c.softmax_bits or c.a_bits)
+            attn.probs_point = SOFTMAX_QUANTIZERS[c.softmax_quantizer](c.softmax_bits or c.a_bits, observer="minmax")
+            for point in ("q_point", "k_point", "v_point", "probs_point"):  # our own code: temporaries
+                getattr(attn, point).inplace = True
+        for name, m in model.named_modules():
+            if isinstance(m, QuantLinear) and name.endswith(TEMPORARY_INPUTS):
+                m.input_quantizer.inplace = True
         for name, block in find_blocks(model):
             parent_name, _, child_name = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
@@ -63,7 +82,7 @@ class QuantizedViT(nn.Module):
         return [m for m in self.model.modules() if isinstance(m, CorrectedBlock)]
 
     def quantizers(self) -> Iterator[nn.Module]:
-        return (m for m in self.modules() if isinstance(m, (UniformQuantizer, Log2Quantizer)))
+        return (m for m in self.modules() if isinstance(m, QUANTIZER_TYPES))
 
     def weighted_layers(self) -> Iterator[_QuantWeighted]:
         return (m for m in self.modules() if isinstance(m, _QuantWeighted))
@@ -73,16 +92,17 @@ class QuantizedViT(nn.Module):
             q.mode = mode
 
     def weight_bits_total(self) -> int:
-        """Bits of a packed deployment: quantized weights at their width, everything else fp32."""
+        """Bits of a packed deployment: quantized weights at their width, every other tensor
+        (biases, norms, embeddings, scales, zero points, ACM) at its own dtype's width."""
         quantized = {id(m.inner.weight) for m in self.weighted_layers()}
         total = sum(m.inner.weight.numel() * m.weight_quantizer.bits for m in self.weighted_layers())
-        total += sum(p.numel() * 32 for p in self.model.parameters() if id(p) not in quantized
-                     and not _is_quant_param(self, p))
+        seen: set[int] = set()
+        for t in list(self.parameters()) + list(self.buffers()):
+            if id(t) in quantized or id(t) in seen:
+                continue
+            seen.add(id(t))
+            total += t.numel() * t.element_size() * 8
         return total
-
-
-def _is_quant_param(q: QuantizedViT, p: torch.Tensor) -> bool:
-    return any(p is m.scale for m in q.quantizers() if isinstance(m, UniformQuantizer))
 
 
 def quantize_model(float_model: nn.Module, config: QuantConfig) -> QuantizedViT:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ConfigError, SynthesisDivergedError
 from ..models.attention import PointRecorder, attention_modules
-from .losses import SynthesisContext, get_term, make_targets, random_attention_priors
+from .losses import TERM_STATE, SynthesisContext, get_term, make_targets, random_attention_priors
 from .methods import Method
 from .schedules import CropSchedule, jitter_flip, random_resized_crop
 
@@ -41,11 +41,17 @@ class SynthesisOptions:
     checkpoint_every: int = 50
 
     def __post_init__(self) -> None:
-        for name in ("num_images", "batch_size", "iterations"):
+        for name in ("num_images", "batch_size", "iterations", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"warm-up fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not 0.0 < self.crop_lower <= self.crop_upper <= 1.0:
+            raise ConfigError(f"crop bounds must satisfy 0 < lower <= upper <= 1, got {self.crop_lower}, {self.crop_upper}")
+        if self.jitter is not None and self.jitter < 0:
+            raise ConfigError(f"jitter must be >= 0, got {self.jitter}")
 
 
 @dataclass
@@ -57,6 +63,7 @@ class SynthesisResult:
     method: dict
     options: dict = field(default_factory=dict)
     priors: torch.Tensor | None = None  # attention priors the images were aligned to (SARDFQ)
+    resumed_from: dict | None = None  # {"batch", "iteration"} when the run continued a checkpoint
 
     def save(self, directory: Path, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         torch.save({"images": self.images.cpu(), "targets": self.targets.cpu()}, directory / "synthetic.pt")
@@ -131,7 +138,11 @@ def synthesize_images(
         p.requires_grad_(False)
     terms = {name: (get_term(name), w) for name, w in method.terms.items()}
     schedule = CropSchedule(method.schedule, opts.crop_upper, opts.crop_lower)
-    jitter = opts.jitter if opts.jitter is not None else max(1, input_size[1] // 16)
+    default_jitter = opts.jitter if opts.jitter is not None else max(1, input_size[1] // 16)
+    # PSAQ-style rounds give jitter in pixels at 224 px; other sizes scale it
+    jitters = [max(1, round(j * input_size[1] / 224)) for j in method.rounds] or [default_jitter]
+    per_batch = len(jitters) * opts.iterations  # iterations per batch, all rounds
+    stateful = [name for name in method.terms if name in TERM_STATE]
     lo = torch.tensor([(0 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     prefix = int(getattr(model, "num_prefix_tokens", 1))
@@ -154,20 +165,22 @@ def synthesize_images(
             patch = getattr(getattr(model, "patch_embed", None), "patch_size", (16, 16))
             grid = (input_size[1] // patch[0], input_size[2] // patch[1])
             priors = random_attention_priors(opts.num_images, grid, gen)
-        batch_idx, start_iter, adam_state, elapsed = 0, 0, None, 0.0
+        batch_idx, start_iter, adam_state, elapsed, extras = 0, 0, None, 0.0, None
     else:
         images, targets, priors = state["images"], state["targets"], state["priors"]
         gen.set_state(state["gen"])
         batch_idx, start_iter, adam_state, elapsed = state["batch"], state["iteration"], state["adam"], state["seconds"]
+        extras = state.get("extras")
+    resumed_from = {"batch": batch_idx, "iteration": start_iter} if state is not None else None
 
     recorders = {p: PointRecorder(model, p) for p in ("head_output_point", "probs_point")}
     final: dict[str, float] = {}
     n_batches = -(-opts.num_images // opts.batch_size)
-    bar = tqdm(total=n_batches * opts.iterations, initial=batch_idx * opts.iterations + start_iter,
+    bar = tqdm(total=n_batches * per_batch, initial=batch_idx * per_batch + start_iter,
                desc=f"synthesize[{method.name}]", disable=not progress)
     t0 = time.perf_counter()
 
-    def checkpoint(b: int, it: int, x: torch.Tensor, optim: torch.optim.Optimizer | None) -> None:
+    def checkpoint(b: int, it: int, x: torch.Tensor, optim: torch.optim.Optimizer | None, extras=None) -> None:
         if ckpt is None:
             return
         imgs = images.clone()
@@ -177,7 +190,7 @@ def synthesize_images(
         _save_checkpoint(ckpt, {"method": method.name, "options": _comparable(opts), "images": imgs,
                                 "targets": targets, "priors": priors, "gen": gen.get_state(), "batch": b,
                                 "iteration": it, "adam": optim.state_dict() if optim else None,
-                                "seconds": elapsed + time.perf_counter() - t0})
+                                "extras": extras, "seconds": elapsed + time.perf_counter() - t0})
 
     try:
         with _DeferredInterrupt() as interrupt:
@@ -185,19 +198,24 @@ def synthesize_images(
                 sl = slice(b * opts.batch_size, (b + 1) * opts.batch_size)
                 x = images[sl].clone().to(device).requires_grad_(True)
                 tgt = targets[sl].to(device)
-                optim = torch.optim.Adam([x], lr=opts.lr, betas=(0.5, 0.9))
                 first = start_iter if b == batch_idx else 0
-                if b == batch_idx and adam_state is not None:
-                    optim.load_state_dict(adam_state)
+                if b != batch_idx or extras is None:
+                    extras = {name: TERM_STATE[name](gen, len(tgt), input_size) for name in stateful}
+                optim = None
                 warmup = int(opts.warmup_fraction * opts.iterations)
-                for t in range(first, opts.iterations):
+                for t in range(first, per_batch):
+                    rnd, local = divmod(t, opts.iterations)
+                    if optim is None or local == 0:  # each round starts with a fresh Adam (PSAQ-ViT)
+                        optim = torch.optim.Adam([x], lr=opts.lr, betas=(0.5, 0.9))
+                        if t == first and b == batch_idx and adam_state is not None:
+                            optim.load_state_dict(adam_state)
                     for g in optim.param_groups:
-                        g["lr"] = _lr_at(t, opts.iterations, opts.lr, warmup)
+                        g["lr"] = _lr_at(local, opts.iterations, opts.lr, warmup)
                     view = x
-                    bound = schedule.lower_bound(t, opts.iterations)
+                    bound = schedule.lower_bound(local, opts.iterations)
                     if bound is not None:
                         view = random_resized_crop(view, (bound, 1.0), gen)
-                    view = jitter_flip(view, jitter, gen, opts.flip)
+                    view = jitter_flip(view, jitters[rnd], gen, opts.flip)
                     for r in recorders.values():
                         r.clear()
                     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=opts.amp and device.type == "cuda"):
@@ -206,8 +224,8 @@ def synthesize_images(
                             model=model, images=x, logits=logits, targets=tgt, attention=attn_modules,
                             head_outputs=list(recorders["head_output_point"].values),
                             probs=list(recorders["probs_point"].values), gen=gen, iteration=t,
-                            total_iterations=opts.iterations, num_prefix_tokens=prefix,
-                            priors=None if priors is None else priors[sl],
+                            total_iterations=per_batch, num_prefix_tokens=prefix,
+                            priors=None if priors is None else priors[sl], extras=extras,
                         )
                         loss = 0.0
                         values = {}
@@ -232,21 +250,21 @@ def synthesize_images(
                         on_iteration(b, done_t)
                     if interrupt.hit:
                         raise KeyboardInterrupt
-                    if ckpt is not None and done_t % opts.checkpoint_every == 0 and done_t < opts.iterations:
-                        checkpoint(b, done_t, x, optim)
+                    if ckpt is not None and done_t % opts.checkpoint_every == 0 and done_t < per_batch:
+                        checkpoint(b, done_t, x, optim, extras)
                 images[sl] = x.detach().cpu()
                 if b + 1 < n_batches:
                     checkpoint(b + 1, 0, None, None)
     except KeyboardInterrupt:
         if ckpt is not None and "t" in locals() and "done_t" in locals():
-            checkpoint(b, done_t, x, optim)
+            checkpoint(b, done_t, x, optim, extras)
         raise
     finally:
         bar.close()
         for r in recorders.values():
             r.remove()
     seconds = elapsed + time.perf_counter() - t0
-    return SynthesisResult(images, targets, final, seconds, method.to_dict(), asdict(opts), priors)
+    return SynthesisResult(images, targets, final, seconds, method.to_dict(), asdict(opts), priors, resumed_from)
 
 
 def _comparable(opts: SynthesisOptions) -> dict:

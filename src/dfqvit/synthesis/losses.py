@@ -38,6 +38,9 @@ class SynthesisContext:
 
 LossTerm = Callable[[SynthesisContext], torch.Tensor]
 LOSS_TERMS: dict[str, LossTerm] = {}
+# Terms that keep state per batch (drawn once when a batch starts, stored in the checkpoint):
+# name → prepare(gen, batch_size, input_size) -> tensor, readable in ctx.extras[name].
+TERM_STATE: dict[str, Callable[[torch.Generator, int, tuple[int, int, int]], torch.Tensor]] = {}
 
 
 def register_term(name: str) -> Callable[[LossTerm], LossTerm]:
@@ -85,11 +88,42 @@ def patch_similarity_entropy(tokens: torch.Tensor) -> torch.Tensor:
 
 @register_term("entropy")
 def entropy_term(ctx: SynthesisContext) -> torch.Tensor:
-    """PSAQ-ViT: maximise the diversity of patch relations → minimise −entropy, summed over blocks."""
+    """PSAQ-ViT's idea, fast variant: −entropy (Scott bandwidth, upper triangle), summed over blocks."""
     total = 0.0
     for i, out in enumerate(ctx.head_outputs):
         tokens = _patch_tokens(ctx, i, out.mean(dim=1))  # average heads → (B', N, d)
         total = total - patch_similarity_entropy(tokens)
+    return total
+
+
+PSAQ_BANDWIDTH = 0.01
+PSAQ_GRID = 10
+PSAQ_OFFSET = 1e-4
+
+
+def psaq_entropy(sim: torch.Tensor) -> torch.Tensor:
+    """PSAQ-ViT's published estimate, per image: `sim` is (B, M) similarities.
+
+    Gaussian KDE with a fixed bandwidth of 0.01, evaluated at 10 points from the batch's
+    minimum to its maximum similarity; entropy = trapezoid ∫ −(p + 1e-4)·log(p + 1e-4).
+    """
+    lo, hi = sim.min().detach(), sim.max().detach()
+    grid = torch.linspace(0, 1, PSAQ_GRID, device=sim.device, dtype=sim.dtype) * (hi - lo) + lo  # (G,)
+    norm = 1.0 / math.sqrt(2 * math.pi * PSAQ_BANDWIDTH**2)
+    density = torch.stack([torch.exp(-(g - sim).pow(2) / (2 * PSAQ_BANDWIDTH**2)).mean(dim=1) * norm for g in grid], 1)
+    p = density + PSAQ_OFFSET
+    return torch.trapezoid(-p * torch.log(p), grid, dim=1)
+
+
+@register_term("entropy_psaq")
+def psaq_entropy_term(ctx: SynthesisContext) -> torch.Tensor:
+    """PSAQ-ViT exactly: full cosine-similarity matrix of the head-averaged attn·v output
+    (class token dropped), fixed-bandwidth KDE entropy averaged over images, summed over blocks, negated."""
+    total = 0.0
+    for i, out in enumerate(ctx.head_outputs):
+        t = F.normalize(_patch_tokens(ctx, i, out.mean(dim=1)).float(), dim=-1)
+        sim = (t @ t.transpose(1, 2)).flatten(1)  # (B', N·N), diagonal included
+        total = total - psaq_entropy(sim).mean()
     return total
 
 
@@ -103,6 +137,31 @@ def class_term(ctx: SynthesisContext) -> torch.Tensor:
 def total_variation_term(ctx: SynthesisContext) -> torch.Tensor:
     x = ctx.images
     return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
+
+
+def psaq_tv(x: torch.Tensor) -> torch.Tensor:
+    """PSAQ-ViT's (DeepInversion's) TV prior: ‖Δx‖₂ over the batch, summed over 4 directions."""
+    d1 = x[:, :, :, :-1] - x[:, :, :, 1:]
+    d2 = x[:, :, :-1, :] - x[:, :, 1:, :]
+    d3 = x[:, :, 1:, :-1] - x[:, :, :-1, 1:]
+    d4 = x[:, :, :-1, :-1] - x[:, :, 1:, 1:]
+    return torch.norm(d1) + torch.norm(d2) + torch.norm(d3) + torch.norm(d4)
+
+
+def _psaq_tv_target(gen: torch.Generator, batch: int, input_size: tuple[int, int, int]) -> torch.Tensor:
+    """v ~ U[2500, 3000], drawn once per batch; PSAQ's values hold for 32 images of 3×224×224, and the
+    norm grows with the square root of the element count, so other shapes scale v by that root."""
+    v = 2500 + 500 * torch.rand(1, generator=gen)
+    return v * math.sqrt(batch * math.prod(input_size) / (32 * 3 * 224 * 224))
+
+
+@register_term("tv_psaq")
+def psaq_tv_term(ctx: SynthesisContext) -> torch.Tensor:
+    """|TV(x) − v|: keeps the images' total variation near PSAQ-ViT's target instead of at zero."""
+    return (psaq_tv(ctx.images) - ctx.extras["tv_psaq"].to(ctx.images.device)).abs().squeeze()
+
+
+TERM_STATE["tv_psaq"] = _psaq_tv_target
 
 
 def head_disagreement(per_head: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,12 @@ class Method:
     schedule: str = "none"  # crop schedule, see schedules.py
     soft_labels: bool = False
     acm_every: int = 0  # γ of the Activation Correction Matrix; 0 = off
+    acm_variant: str = "mean"  # see correction/acm.py: mean | channel | shrunk | agree
     distill_steps: int = 0  # distillation-based calibration after the observers; 0 = off
     distill_terms: tuple[str, ...] = ("logits",)
     source: str = "synthetic"  # synthetic | noise | real: where calibration images come from
+    rounds: tuple[int, ...] = ()  # PSAQ-style rounds: max roll jitter (pixels at 224 px) per round, each
+    #                               `iterations` long with a fresh Adam and lr schedule; () = one round
     description: str = ""
 
     @property
@@ -30,8 +33,9 @@ class Method:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "terms": dict(self.terms), "schedule": self.schedule,
-                "soft_labels": self.soft_labels, "acm_every": self.acm_every,
-                "distill_steps": self.distill_steps, "distill_terms": list(self.distill_terms)}
+                "soft_labels": self.soft_labels, "acm_every": self.acm_every, "acm_variant": self.acm_variant,
+                "distill_steps": self.distill_steps, "distill_terms": list(self.distill_terms),
+                "rounds": list(self.rounds)}
 
 
 METHODS: dict[str, Method] = {}
@@ -50,8 +54,12 @@ def get_method(name: str) -> Method:
 
 register_method(Method("noise", source="noise", description="Gaussian noise as calibration images (baseline)"))
 register_method(Method("real", source="real", description="real images as calibration data (reference)"))
-register_method(Method("psaq", {"entropy": 1.0, "class": 1.0}, schedule="none",
-                       description="PSAQ-ViT: patch-similarity entropy + class loss"))
+register_method(Method("psaq", {"entropy_psaq": 1.0, "class": 1.0, "tv_psaq": 0.05}, schedule="none",
+                       rounds=(15, 30),
+                       description="PSAQ-ViT as published: fixed-bandwidth KDE entropy + CE + 0.05·|TV − v|, "
+                                   "two rounds (jitter ±15 then ±30 px at 224)"))
+register_method(Method("psaq-lite", {"entropy": 1.0, "class": 1.0}, schedule="none",
+                       description="PSAQ-ViT's idea, one round: Scott-bandwidth entropy (upper triangle) + CE"))
 register_method(Method("dfq-vit", {"entropy": 1.0, "class": 1.0, "tv": 0.05}, schedule="e2h", acm_every=1,
                        description="DFQ-ViT: PSAQ terms + TV with Easy-to-Hard crops, then ACM"))
 register_method(Method("mimiq", {"head_agreement": 1.0, "class": 1.0, "tv": 0.05}, schedule="none",

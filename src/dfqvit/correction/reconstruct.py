@@ -1,0 +1,168 @@
+"""Block-wise reconstruction (BRECQ / QDrop family) on the calibration images.
+
+For each transformer block in forward order, learn the rounding of its weights
+(AdaRound: each weight rounds down or up by a learned soft gate h(V) ∈ [0, 1], pushed
+to 0 or 1 by an annealed regulariser) and its activations' step sizes (LSQ), so that
+the quantized block's output matches the float block's on the same images. The
+quantized block's input mixes, element by element, the float and the quantized
+model's inputs (QDrop), which flattens the loss landscape and generalises better to
+images it did not see. After each block the rounding is made hard: the weights lie
+exactly on the quantizer's grid and the artefact stores them as integer codes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..models.attention import find_blocks
+from ..quant.modules import _QuantWeighted
+from ..quant.quantizers import EPS, UniformQuantizer
+
+ZETA, GAMMA = 1.1, -0.1  # AdaRound's stretch of the sigmoid, so h reaches exactly 0 and 1
+
+
+@dataclass
+class ReconstructOptions:
+    steps: int = 200  # per block
+    lr: float = 1e-2  # AdaRound gate parameters (Adam)
+    act_lr: float = 1e-3  # activation step sizes, relative to each scale's size
+    batch_size: int = 32
+    round_weight: float = 0.01  # λ of the rounding regulariser
+    drop_prob: float = 0.5  # QDrop: probability of feeding the float input element
+    warmup: float = 0.2  # fraction of steps without the regulariser
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ConfigError(f"reconstruct steps must be >= 0, got {self.steps}")
+        if self.lr <= 0 or self.act_lr < 0:
+            raise ConfigError("reconstruct learning rates must be positive")
+        if not 0.0 <= self.drop_prob <= 1.0:
+            raise ConfigError(f"reconstruct drop probability must be in [0, 1], got {self.drop_prob}")
+        if self.batch_size < 1:
+            raise ConfigError(f"reconstruct batch size must be >= 1, got {self.batch_size}")
+
+
+class AdaRoundWeight(nn.Module):
+    """W_q = s·(clamp(floor(W/s) + h(V) + z, 0, 2^b−1) − z) with a learnable gate per weight."""
+
+    def __init__(self, layer: _QuantWeighted) -> None:
+        super().__init__()
+        q = layer.weight_quantizer
+        w = layer.inner.weight.detach()
+        self.scale, self.zero_point, self.bits = q.scale.detach().clone(), q.zero_point.clone(), q.bits
+        self.floor = torch.floor(w / self.scale)
+        rest = (w / self.scale - self.floor).clamp(0.01, 0.99)
+        self.v = nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1))  # h(v) = rest at the start
+
+    def gate(self) -> torch.Tensor:
+        return (torch.sigmoid(self.v) * (ZETA - GAMMA) + GAMMA).clamp(0, 1)
+
+    def forward(self, _weight: torch.Tensor, hard: bool = False) -> torch.Tensor:
+        h = (self.v >= 0).float() if hard else self.gate()
+        codes = torch.clamp(self.floor + h + self.zero_point, 0, 2**self.bits - 1)
+        return (codes - self.zero_point) * self.scale
+
+    def regulariser(self, beta: float) -> torch.Tensor:
+        return (1 - (2 * self.gate() - 1).abs().pow(beta)).sum()
+
+
+class _StopForward(Exception):
+    pass
+
+
+@torch.no_grad()
+def _block_inputs(model: nn.Module, block: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The inputs `block` receives when `model` runs on `images` (the forward stops there)."""
+    got: list[torch.Tensor] = []
+
+    def grab(_m, args):
+        got.append(args[0].detach().clone())
+        raise _StopForward
+
+    handle = block.register_forward_pre_hook(grab)
+    try:
+        for start in range(0, len(images), batch_size):
+            try:
+                model(images[start:start + batch_size])
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+    return torch.cat(got)
+
+
+def _act_scales(block: nn.Module) -> list[nn.Parameter]:
+    return [m.scale for m in block.modules() if isinstance(m, UniformQuantizer) and m.channel_axis is None]
+
+
+def reconstruct_block(q_block: nn.Module, fp_block: nn.Module, x_q: torch.Tensor, x_fp: torch.Tensor,
+                      options: ReconstructOptions, gen: torch.Generator) -> dict[str, float]:
+    """Learn one block's rounding and activation steps; return its output MSE before and after."""
+    with torch.no_grad():
+        target = torch.cat([fp_block(x_fp[i:i + options.batch_size]) for i in range(0, len(x_fp), options.batch_size)])
+
+    def output_mse() -> float:
+        with torch.no_grad():
+            outs = [q_block(x_q[i:i + options.batch_size]) for i in range(0, len(x_q), options.batch_size)]
+            return F.mse_loss(torch.cat(outs), target).item()
+
+    layers = [m for m in q_block.modules() if isinstance(m, _QuantWeighted)]
+    before = output_mse()
+    for layer in layers:
+        layer.weight_override = AdaRoundWeight(layer).to(x_q.device)
+    scales = _act_scales(q_block)
+    groups = [{"params": [layer.weight_override.v for layer in layers], "lr": options.lr}]
+    if options.act_lr > 0:
+        groups += [{"params": [s], "lr": options.act_lr * s.detach().abs().mean().item()} for s in scales]
+    for g in groups:
+        for p in g["params"]:
+            p.requires_grad_(True)
+    optim = torch.optim.Adam(groups)
+    warm = int(options.warmup * options.steps)
+    try:
+        for step in range(options.steps):
+            idx = torch.randperm(len(x_q), generator=gen)[:options.batch_size].to(x_q.device)
+            inp = x_q[idx]
+            if options.drop_prob > 0:
+                keep_fp = torch.rand(inp.shape, generator=gen).to(inp.device) < options.drop_prob
+                inp = torch.where(keep_fp, x_fp[idx], inp)
+            # BRECQ's weighting: squared error summed over a sample's outputs, averaged over samples
+            loss = (q_block(inp) - target[idx]).pow(2).flatten(1).sum(1).mean()
+            if step >= warm:
+                beta = 20 + (2 - 20) * (step - warm) / max(options.steps - warm, 1)
+                loss = loss + options.round_weight * sum(layer.weight_override.regulariser(beta) for layer in layers)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            with torch.no_grad():
+                for s in scales:
+                    s.clamp_(min=EPS)
+    finally:
+        for g in groups:
+            for p in g["params"]:
+                p.requires_grad_(False)
+        with torch.no_grad():
+            for layer in layers:
+                layer.inner.weight.copy_(layer.weight_override(layer.inner.weight, hard=True))
+                layer.weight_override = None
+    return {"before": before, "after": output_mse()}
+
+
+def reconstruct(qmodel: nn.Module, fp_model: nn.Module, images: torch.Tensor, options: ReconstructOptions,
+                progress: bool = True) -> list[dict[str, float]]:
+    """Reconstruct every block of a calibrated quantized model in forward order (in place)."""
+    gen = torch.Generator().manual_seed(options.seed)
+    q_blocks = [b for _, b in find_blocks(qmodel)]
+    fp_blocks = [b for _, b in find_blocks(fp_model)]
+    losses = []
+    for qb, fb in tqdm(list(zip(q_blocks, fp_blocks)), desc="reconstruct", disable=not progress, leave=False):
+        x_q = _block_inputs(qmodel, qb, images, options.batch_size)
+        x_fp = _block_inputs(fp_model, fb, images, options.batch_size)
+        losses.append(reconstruct_block(qb, fb, x_q, x_fp, options, gen))
+    return losses

@@ -1,0 +1,91 @@
+"""Scale reparameterization of post-LayerNorm activations (RepQ-ViT).
+
+The inputs of qkv, fc1 and Swin's patch-merging reduction come straight out of a
+LayerNorm, and their channels span ranges that differ by orders of magnitude: one
+per-tensor scale wastes most codes. Calibrate them per channel (scale s_c, zero point
+z_c), then fold the per-channel part into the float parameters so that inference
+quantizes per tensor with s̃ = mean(s), z̃ = round(mean(z)):
+
+    r1 = s / s̃,  r2 = z − z̃
+    LayerNorm:  γ' = γ / r1,          β' = (β + s·r2) / r1
+    Linear:     W' = W · diag(r1),    b' = b − W (s·r2)
+
+The float function is unchanged (W'y' + b' = Wy + b), and the per-tensor quantizer
+on y' rounds exactly as the per-channel one would on y.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .modules import QuantLinear
+from .observers import make_observer
+from .quantizers import UniformQuantizer, affine_params
+
+
+def _window_padding(block: nn.Module) -> bool:
+    """Swin pads windows with zeros after norm1; a folded LayerNorm would change those zeros' meaning."""
+    res, win = getattr(block, "input_resolution", None), getattr(block, "window_size", None)
+    if res is None or win is None:
+        return False
+    win = (win, win) if isinstance(win, int) else win
+    return any(r % w for r, w in zip(res, win))
+
+
+def reparam_pairs(model: nn.Module) -> list[tuple[nn.LayerNorm, QuantLinear]]:
+    """(LayerNorm, the Linear that reads it) pairs that can be folded."""
+    pairs = []
+    for module in model.modules():
+        candidates = []
+        if hasattr(module, "norm1") and hasattr(module, "attn") and not _window_padding(module):
+            candidates.append((module.norm1, getattr(getattr(module.attn, "inner", module.attn), "qkv", None)))
+        if hasattr(module, "norm2") and hasattr(getattr(module, "mlp", None), "fc1"):
+            candidates.append((module.norm2, module.mlp.fc1))
+        if hasattr(module, "norm") and hasattr(module, "reduction"):  # Swin patch merging
+            candidates.append((module.norm, module.reduction))
+        for norm, linear in candidates:
+            if (isinstance(norm, nn.LayerNorm) and norm.elementwise_affine and isinstance(linear, QuantLinear)
+                    and linear.inner.bias is not None and isinstance(linear.input_quantizer, UniformQuantizer)):
+                pairs.append((norm, linear))
+    return pairs
+
+
+@torch.no_grad()
+def reparameterize(qmodel: nn.Module, images: torch.Tensor, batch_size: int = 32) -> int:
+    """Calibrate post-LayerNorm inputs per channel and fold the scales; return how many layers were folded.
+
+    Runs on the float path (quantizers in 'float' mode), before the other observers, so
+    that they see the folded model.
+    """
+    pairs = reparam_pairs(qmodel)
+    if not pairs:
+        return 0
+    observers, handles = [], []
+    for _, linear in pairs:
+        kind, _, percentile = linear.input_quantizer._observer_args
+        obs = make_observer(kind, -1, percentile)
+        observers.append(obs)
+        handles.append(linear.register_forward_pre_hook(lambda _m, args, o=obs: o.update(args[0])))
+    try:
+        for start in range(0, len(images), batch_size):
+            qmodel(images[start:start + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+    for (norm, linear), obs in zip(pairs, observers):
+        quantizer = linear.input_quantizer
+        probe = UniformQuantizer(quantizer.bits)
+        lo, hi = obs.clip_range(lambda v, a, b: probe._candidate(v, a, b))
+        s, z = affine_params(lo, hi, quantizer.bits)
+        s_t, z_t = s.mean(), z.mean().round()
+        r1, r2 = s / s_t, z - z_t
+        w = linear.inner.weight
+        linear.inner.bias.copy_(linear.inner.bias - w @ (s * r2))
+        w.mul_(r1[None, :])
+        norm.bias.copy_((norm.bias + s * r2) / r1)
+        norm.weight.div_(r1)
+        quantizer.scale.data.fill_(s_t.item())
+        quantizer.zero_point.fill_(z_t.item())
+        quantizer.mode = "quant"
+        obs.release()
+    return len(pairs)
