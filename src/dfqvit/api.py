@@ -24,6 +24,7 @@ from .models.tiny import TINY_MODEL_NAME
 from .quant.config import QuantConfig
 from .quant.gptq import gptq_quantize
 from .quant.reparam import reparameterize
+from .quant.search import search_linear_inputs
 from .quant.wrap import QuantizedViT
 from .synthesis import Method, SynthesisOptions, SynthesisResult, get_method, synthesize_images
 from .utils import resolve_device, seed_everything
@@ -95,8 +96,9 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
              distill_options: DistillOptions | None = None, device: str | None = None, batch_size: int = 32,
              progress: bool = True, reconstruct_options: ReconstructOptions | None = None,
              acm_variant: str = "mean") -> tuple[QuantizedViT, dict[str, Any]]:
-    """Wrap → reparameterize (option) → calibrate → GPTQ (option) → reconstruct (option) →
-    distil (option) → ACM every `acm_every` blocks. Returns the model and a record of what ran."""
+    """Wrap → reparameterize (option) → calibrate → search Linear-input ranges (option) → GPTQ (option)
+    → reconstruct (option) → distil (option) → ACM every `acm_every` blocks.
+    Returns the model and a record of what ran."""
     if acm_every < 0:
         raise ConfigError(f"acm-every must be >= 0, got {acm_every}")
     if acm_variant not in ACM_VARIANTS:
@@ -108,9 +110,11 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
     t0 = time.perf_counter()
     qmodel = QuantizedViT(loaded.model, config).to(dev)
     info: dict[str, Any] = {"quant_config": config.to_dict(), "calibration_images": len(images)}
-    if config.reparam:
-        info["reparameterized_layers"] = reparameterize(qmodel, images, batch_size)
+    if config.reparam != "none":
+        info["reparameterized_layers"] = reparameterize(qmodel, images, batch_size, config.reparam == "all")
     calibrate(qmodel, images, batch_size, progress)
+    if config.act_search == "output":
+        info["searched_input_ranges"] = search_linear_inputs(qmodel, images, batch_size)
     if config.weight_rounding == "gptq":
         info["gptq_layers"] = gptq_quantize(qmodel, images, batch_size, progress)
     info["calibrate_seconds"] = time.perf_counter() - t0

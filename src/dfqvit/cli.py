@@ -60,7 +60,7 @@ def _synthesis_args(p: argparse.ArgumentParser) -> None:
 def _quant_args(p: argparse.ArgumentParser) -> None:
     from .presets import DEFAULT_PRESET, PRESETS
     from .correction.acm import ACM_VARIANTS
-    from .quant.config import WEIGHT_ROUNDINGS
+    from .quant.config import ACT_SEARCHES, REPARAMS, WEIGHT_ROUNDINGS
     from .quant.quantizers import GELU_QUANTIZERS, SOFTMAX_QUANTIZERS
     from .quant.observers import OBSERVERS
 
@@ -72,8 +72,10 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--embed-bits", type=int, default=8, help="patch-embedding weight and input bits")
     g.add_argument("--weight-observer", default=None, choices=list(OBSERVERS), help="weight range search")
     g.add_argument("--act-observer", default=None, choices=list(OBSERVERS), help="activation range search")
-    g.add_argument("--reparam", default=None, action=argparse.BooleanOptionalAction,
-                   help="RepQ-ViT reparameterization of post-LayerNorm activations")
+    g.add_argument("--reparam", default=None, choices=list(REPARAMS),
+                   help="fold per-channel ranges into float parameters: postln (RepQ-ViT) or all (+ attention output)")
+    g.add_argument("--act-search", default=None, choices=list(ACT_SEARCHES),
+                   help="output: choose Linear-input ranges by the layer's output error")
     g.add_argument("--softmax-quantizer", default=None, choices=list(SOFTMAX_QUANTIZERS),
                    help="attention-probability quantizer")
     g.add_argument("--gelu-quantizer", default=None, choices=list(GELU_QUANTIZERS), help="fc2-input quantizer")
@@ -104,6 +106,7 @@ def _quant_config(a: argparse.Namespace):
 
     return quant_config(a.preset, w_bits=a.w_bits, a_bits=a.a_bits, head_bits=a.head_bits, embed_bits=a.embed_bits,
                         weight_observer=a.weight_observer, act_observer=a.act_observer, reparam=a.reparam,
+                        act_search=a.act_search,
                         softmax_quantizer=a.softmax_quantizer, gelu_quantizer=a.gelu_quantizer,
                         weight_rounding=a.weight_rounding)
 
@@ -280,6 +283,42 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(a: argparse.Namespace) -> int:
+    from . import api
+    from .diagnosis import compare_calibration, write_diagnosis
+    from .errors import ConfigError
+    from .outputs import atomic_output_dir, check_output_dir
+    from .pipeline import RunOptions, load_for
+    from .synthesis.methods import get_method
+    from .utils import check_device
+
+    check_device(a.device)
+    names = [n.strip() for n in a.sources.split(",") if n.strip()]
+    methods = {n: get_method(n) for n in names}  # unknown names fail here
+    if "real" not in methods:
+        methods = {"real": get_method("real"), **methods}
+    if len(methods) < 2:
+        raise ConfigError("--sources needs at least one source besides real (the reference)")
+    if a.calib_data and not Path(a.calib_data).is_dir():
+        raise ConfigError(f"--calib-data {a.calib_data}: folder not found")
+    config = _quant_config(a)
+    opts = _synthesis_options(a)
+    check_output_dir(a.out, a.overwrite)
+    loaded = load_for(RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args,
+                                 model_config=a.model_config, class_names=_class_names(a)))
+    with atomic_output_dir(a.out, overwrite=a.overwrite) as stage:
+        images = {n: api.synthesize(loaded, m, opts, a.device, calib_data=a.calib_data, progress=not a.quiet,
+                                    skip_bad_images=a.skip_bad_images).images for n, m in methods.items()}
+        result = compare_calibration(loaded, images, "real", config, a.batch_size)
+        result["model"] = loaded.name
+        write_diagnosis(result, stage)
+    for name, s in result["summary"].items():
+        print(f"{name:10s} channel-mean gap {s['channel_mean']:.3f}, ACM cosine to real {s['acm_cosine']:.3f}; "
+              f"furthest blocks {result['worst_blocks'][name]}")
+    print(f"wrote {a.out}/report.md and {a.out}/diagnosis.png")
+    return 0
+
+
 def cmd_methods(a: argparse.Namespace) -> int:
     from .synthesis.methods import METHODS
 
@@ -334,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--save-logits", default=None, help="also write the logits to this .pt file")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --save-logits file")
     e.set_defaults(fn=cmd_evaluate)
+    c = sub.add_parser("compare-calibration", help="which layers each calibration source gets wrong, against real images",
+                       formatter_class=Formatter)
+    _model_args(c); _synthesis_args(c); _quant_args(c)
+    c.add_argument("--sources", default="dfq-vit,noise", help="comma list of methods to compare with real images")
+    _out_args(c, "dfqvit-diagnosis")
+    c.set_defaults(fn=cmd_compare)
     m = sub.add_parser("methods", help="list the registered synthesis methods", formatter_class=Formatter)
     m.set_defaults(fn=cmd_methods)
     mo = sub.add_parser("models", help="list the tested timm models and the --model-args known to work",

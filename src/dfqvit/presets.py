@@ -3,7 +3,8 @@
 `basic` is the quantizer of the literature's data-free baselines (min-max per-channel
 weights rounded to nearest, percentile per-tensor activations, log2 softmax). `strong`
 adds what the real-data PTQ methods do (RepQ-ViT's reparameterization and log√2 softmax,
-PTQ4ViT's twin-uniform post-GELU, MSE-searched GPTQ weights, block reconstruction).
+PTQ4ViT's twin-uniform post-GELU and output-aware range search, MSE-searched GPTQ
+weights); `strong+recon` adds block reconstruction.
 The README's quantizer table measures each part and the presets.
 """
 from __future__ import annotations
@@ -23,13 +24,14 @@ class Preset:
     description: str = ""
 
 
+STRONG = {"reparam": "postln", "softmax_quantizer": "logsqrt2", "gelu_quantizer": "twin", "act_search": "output",
+          "weight_observer": "mse", "weight_rounding": "gptq"}
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("basic", {}, 0, "min-max per-channel weights (nearest), percentile per-tensor activations, log2 softmax"),
-    Preset("strong", {"reparam": True, "softmax_quantizer": "logsqrt2", "gelu_quantizer": "twin",
-                      "weight_observer": "mse", "weight_rounding": "gptq"}, 0,
-           "RepQ-ViT reparameterization + log√2 softmax, twin-uniform post-GELU, MSE-searched GPTQ weights"),
-    Preset("strong+recon", {"reparam": True, "softmax_quantizer": "logsqrt2", "gelu_quantizer": "twin",
-                            "weight_observer": "mse", "weight_rounding": "gptq"}, 100,
+    Preset("strong", STRONG, 0,
+           "RepQ-ViT post-LayerNorm reparameterization, log√2 softmax, twin-uniform post-GELU, output-error "
+           "Linear-input ranges, MSE-searched GPTQ weights"),
+    Preset("strong+recon", STRONG, 100,
            "strong + 100 steps of block reconstruction per block"),
 )}
 DEFAULT_PRESET = "strong"

@@ -9,6 +9,8 @@ from .observers import OBSERVERS
 from .quantizers import GELU_QUANTIZERS, SOFTMAX_QUANTIZERS, check_bits
 
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
+REPARAMS = ("none", "postln", "all")  # all = post-LayerNorm + attention output (into the value rows)
+ACT_SEARCHES = ("none", "output")
 
 
 @dataclass
@@ -23,7 +25,8 @@ class QuantConfig:
     percentile: float = 99.99
     softmax_quantizer: str = "log2"  # log2 | logsqrt2 | uniform
     gelu_quantizer: str = "uniform"  # fc2 input: uniform | twin
-    reparam: bool = False  # RepQ-ViT: per-channel post-LayerNorm ranges folded into LayerNorm + Linear
+    reparam: str = "none"  # per-channel ranges folded into the float parameters: none | postln (RepQ-ViT) | all
+    act_search: str = "none"  # none | output: Linear-input ranges chosen by the layer's output error
     weight_rounding: str = "nearest"  # nearest | gptq (second-order error compensation on the calibration images)
 
     def __post_init__(self) -> None:
@@ -38,7 +41,9 @@ class QuantConfig:
                 raise ConfigError(f"unknown observer '{obs}' (choose from {', '.join(OBSERVERS)})")
         for value, choices, what in ((self.softmax_quantizer, SOFTMAX_QUANTIZERS, "softmax quantizer"),
                                      (self.gelu_quantizer, GELU_QUANTIZERS, "GELU quantizer"),
-                                     (self.weight_rounding, WEIGHT_ROUNDINGS, "weight rounding")):
+                                     (self.weight_rounding, WEIGHT_ROUNDINGS, "weight rounding"),
+                                     (self.reparam, REPARAMS, "reparameterization"),
+                                     (self.act_search, ACT_SEARCHES, "activation range search")):
             if value not in choices:
                 raise ConfigError(f"unknown {what} '{value}' (choose from {', '.join(choices)})")
         if not 50.0 < self.percentile <= 100.0:
@@ -47,8 +52,11 @@ class QuantConfig:
     def parts(self) -> list[str]:
         """What this configuration does beyond the basic quantizer, for the report's parts list."""
         out = []
-        if self.reparam:
-            out.append("reparameterized post-LayerNorm activations")
+        if self.reparam != "none":
+            out.append("reparameterized post-LayerNorm" + (" and attention-output" if self.reparam == "all" else "")
+                       + " activations")
+        if self.act_search != "none":
+            out.append(f"{self.act_search}-error activation ranges")
         if self.softmax_quantizer != "log2":
             out.append(f"{self.softmax_quantizer} softmax")
         if self.gelu_quantizer != "uniform":

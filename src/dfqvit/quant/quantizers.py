@@ -196,8 +196,12 @@ class TwinUniformQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "quant":
             n = self.half_levels
-            pos = round_ste(x.clamp(min=0) / self.pos_scale).clamp(max=n - 1) * self.pos_scale
-            neg = -round_ste((-x).clamp(min=0) / self.neg_scale).clamp(max=n) * self.neg_scale
+            if not torch.is_grad_enabled() or not x.requires_grad:  # one pass per region, no autograd graph
+                pos = x.clamp(min=0).mul_(self.pos_scale.reciprocal()).round_().clamp_(max=n - 1).mul_(self.pos_scale)
+                neg = x.clamp(max=0).mul_(self.neg_scale.reciprocal()).round_().clamp_(min=-n).mul_(self.neg_scale)
+                return pos.add_(neg)
+            pos = round_ste(x.clamp(min=0) * self.pos_scale.reciprocal()).clamp(max=n - 1) * self.pos_scale
+            neg = round_ste(x.clamp(max=0) * self.neg_scale.reciprocal()).clamp(min=-n) * self.neg_scale
             return torch.where(x >= 0, pos, neg)
         if self.mode == "observe":
             self.observer.update(x)

@@ -12,6 +12,11 @@ quantizes per tensor with s̃ = mean(s), z̃ = round(mean(z)):
 
 The float function is unchanged (W'y' + b' = Wy + b), and the per-tensor quantizer
 on y' rounds exactly as the per-channel one would on y.
+
+The same idea applies to the input of each attention's output projection (the attn·v
+output, whose channels are the heads' value channels): its per-channel scale goes into
+the value rows of qkv, because attention mixes tokens, not channels (scale only: see
+`_Fold.value_scale`); the per-tensor range is then calibrated as usual.
 """
 from __future__ import annotations
 
@@ -50,18 +55,64 @@ def reparam_pairs(model: nn.Module) -> list[tuple[nn.LayerNorm, QuantLinear]]:
     return pairs
 
 
+def attention_output_pairs(model: nn.Module) -> list[tuple[nn.Module, QuantLinear]]:
+    """(attention, its proj) pairs whose proj input can be folded into the value rows of qkv."""
+    from ..models.attention import ObservableAttention
+
+    pairs = []
+    for m in model.modules():
+        if not isinstance(m, ObservableAttention):
+            continue
+        a = m.inner
+        proj, qkv = a.proj, a.qkv
+        plain = isinstance(getattr(a, "norm", nn.Identity()), nn.Identity) and getattr(a, "gate", None) is None
+        if plain and isinstance(proj, QuantLinear) and isinstance(qkv, QuantLinear) and qkv.inner.bias is not None \
+                and isinstance(proj.input_quantizer, UniformQuantizer) and proj.inner.bias is not None:
+            pairs.append((m, proj))
+    return pairs
+
+
+class _Fold:
+    """Where a per-channel scale r1 and shift s·r2 go: the producer's output rows, the consumer's columns."""
+
+    @staticmethod
+    def layernorm(norm: nn.LayerNorm, s: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor) -> None:
+        norm.bias.copy_((norm.bias + s * r2) / r1)
+        norm.weight.div_(r1)
+
+    @staticmethod
+    def value_scale(attn: nn.Module, s: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor) -> None:
+        """attn·v mixes tokens, not channels, so scaling a value channel by 1/r1 scales the same
+        channel of proj's input: fold into the value rows of qkv. Scale only: a shift would need
+        every attention row to sum to one, which quantized probabilities do not."""
+        qkv = attn.inner.qkv.inner
+        c = s.numel()
+        qkv.bias[2 * c:3 * c].div_(r1)
+        qkv.weight[2 * c:3 * c].div_(r1[:, None])
+
+
+    @staticmethod
+    def consumer(linear: QuantLinear, s: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor) -> None:
+        w = linear.inner.weight
+        linear.inner.bias.copy_(linear.inner.bias - w @ (s * r2))
+        w.mul_(r1[None, :])
+
+
 @torch.no_grad()
-def reparameterize(qmodel: nn.Module, images: torch.Tensor, batch_size: int = 32) -> int:
+def reparameterize(qmodel: nn.Module, images: torch.Tensor, batch_size: int = 32,
+                   attention_output: bool = True) -> int:
     """Calibrate post-LayerNorm inputs per channel and fold the scales; return how many layers were folded.
 
     Runs on the float path (quantizers in 'float' mode), before the other observers, so
     that they see the folded model.
     """
-    pairs = reparam_pairs(qmodel)
+    pairs = [(norm, linear, _Fold.layernorm, True) for norm, linear in reparam_pairs(qmodel)]
+    if attention_output:
+        pairs += [(attn, proj, _Fold.value_scale, False) for attn, proj in attention_output_pairs(qmodel)]
     if not pairs:
         return 0
     observers, handles = [], []
-    for _, linear in pairs:
+    for _, linear, _, _ in pairs:
         kind, _, percentile = linear.input_quantizer._observer_args
         obs = make_observer(kind, -1, percentile)
         observers.append(obs)
@@ -72,20 +123,19 @@ def reparameterize(qmodel: nn.Module, images: torch.Tensor, batch_size: int = 32
     finally:
         for h in handles:
             h.remove()
-    for (norm, linear), obs in zip(pairs, observers):
+    for (producer, linear, fold, shifts), obs in zip(pairs, observers):
         quantizer = linear.input_quantizer
         probe = UniformQuantizer(quantizer.bits)
         lo, hi = obs.clip_range(lambda v, a, b: probe._candidate(v, a, b))
         s, z = affine_params(lo, hi, quantizer.bits)
         s_t, z_t = s.mean(), z.mean().round()
-        r1, r2 = s / s_t, z - z_t
-        w = linear.inner.weight
-        linear.inner.bias.copy_(linear.inner.bias - w @ (s * r2))
-        w.mul_(r1[None, :])
-        norm.bias.copy_((norm.bias + s * r2) / r1)
-        norm.weight.div_(r1)
-        quantizer.scale.data.fill_(s_t.item())
-        quantizer.zero_point.fill_(z_t.item())
-        quantizer.mode = "quant"
+        r1, r2 = s / s_t, (z - z_t if shifts else torch.zeros_like(z))
+        fold(producer, s, r1, r2)
+        _Fold.consumer(linear, s, r1, r2)
         obs.release()
+        if shifts:  # the folded input rounds per tensor exactly as the per-channel quantizer would
+            quantizer.scale.data.fill_(s_t.item())
+            quantizer.zero_point.fill_(z_t.item())
+            quantizer.mode = "quant"
+        # else: channels now have equal widths but different offsets; calibration sets the range
     return len(pairs)

@@ -1,0 +1,181 @@
+"""The quantizer options of the strong preset: each keeps the promise it makes."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dfqvit.api import load_quantized, observable_copy, quantize, real_images, save_quantized
+from dfqvit.correction.reconstruct import ReconstructOptions, reconstruct
+from dfqvit.models import find_blocks
+from dfqvit.presets import quant_config
+from dfqvit.quant.config import QuantConfig
+from dfqvit.quant.gptq import gptq_weight
+from dfqvit.quant.quantizers import LogQuantizer, TwinUniformQuantizer, UniformQuantizer, fake_quant_affine
+from dfqvit.quant.reparam import reparameterize
+from dfqvit.quant.wrap import QuantizedViT
+from dfqvit.calibration import calibrate
+
+
+def _calibrated(q, x):
+    q.mode = "observe"
+    q(x)
+    q.freeze()
+    return q
+
+
+@pytest.fixture(scope="module")
+def calib(tiny):
+    return real_images(tiny, None, 32)[0]
+
+
+def test_reparameterization_keeps_float_logits_and_lowers_the_error_of_the_layers_it_touches(tiny, calib,
+                                                                                            digits_heldout):
+    x = digits_heldout[0][:64]
+    q = QuantizedViT(tiny.model, QuantConfig(a_bits=4, reparam="all"))
+    assert reparameterize(q, calib) == 12  # qkv, fc1 and proj of 4 blocks
+    q.set_mode("float")
+    with torch.no_grad():
+        assert torch.allclose(q(x), tiny.model(x), atol=1e-4, rtol=0)
+    # The layer it touches: qkv of block 0, 4-bit input, per-tensor quantizer on the folded input vs on the original.
+    plain = QuantizedViT(tiny.model, QuantConfig(a_bits=4))
+    errors = []
+    for model in (plain, q):
+        layer = model.model.blocks[0].block.attn.inner.qkv
+        seen = []
+        h = layer.register_forward_pre_hook(lambda _m, a: seen.append(a[0].detach().clone()))
+        with torch.no_grad():
+            model(x)
+        h.remove()
+        inp = seen[0]
+        quant = layer.input_quantizer if model is q else _calibrated(UniformQuantizer(4, "percentile"), inp)
+        quant.mode = "quant"
+        with torch.no_grad():
+            errors.append((torch.nn.functional.linear(quant(inp.clone()), layer.inner.weight, layer.inner.bias)
+                           - torch.nn.functional.linear(inp, layer.inner.weight, layer.inner.bias)).pow(2).mean())
+    assert errors[1] < 0.5 * errors[0]
+
+
+@pytest.mark.parametrize("base,bound", [("2", 2**0.5), ("sqrt2", 2**0.25)])
+def test_log_quantizers_keep_values_within_half_a_step_of_their_base(base, bound):
+    row = torch.softmax(torch.randn(8, 197) * 3, dim=-1)
+    q = _calibrated(LogQuantizer(4, base), row)
+    steps = 2**4 - 2
+    smallest = q.scale * (2.0 if base == "2" else 2**0.5) ** -steps
+    kept = row >= smallest * bound
+    ratio = q(row)[kept] / row[kept]
+    assert ratio.min() >= 1 / bound - 1e-6 and ratio.max() <= bound + 1e-6
+    assert (q(row)[row < smallest / bound] == 0).all()
+
+
+def test_log_sqrt2_is_finer_than_log2_where_softmax_mass_lies():
+    row = torch.softmax(torch.randn(16, 197) * 2, dim=-1)
+    err = {b: (_calibrated(LogQuantizer(6, b), row)(row) - row).abs().sum() for b in ("2", "sqrt2")}
+    assert err["sqrt2"] < err["2"]
+
+
+def test_twin_uniform_has_half_a_step_error_in_each_region_and_beats_uniform_on_gelu():
+    x = torch.nn.functional.gelu(torch.randn(20000) * 2)
+    twin = _calibrated(TwinUniformQuantizer(4, "minmax"), x)
+    out = twin(x)
+    neg, pos = x < 0, x >= 0
+    assert (out[neg] - x[neg]).abs().max() <= twin.neg_scale.item() / 2 + 1e-6
+    assert (out[pos] - x[pos]).abs().max() <= twin.pos_scale.item() / 2 + 1e-6
+    ratio = twin.pos_scale / twin.neg_scale
+    assert float(torch.log2(ratio)) == pytest.approx(round(float(torch.log2(ratio))))  # Δ+ = 2^m Δ-
+    uni = _calibrated(UniformQuantizer(4, "minmax"), x)
+    assert (out - x)[neg].pow(2).mean() < (uni(x) - x)[neg].pow(2).mean()
+
+
+def test_gptq_gives_a_lower_layer_output_error_than_round_to_nearest():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 96, generator=gen)
+    x = torch.randn(512, 96, generator=gen) @ torch.randn(96, 96, generator=gen) * 0.3  # correlated inputs
+    q = _calibrated(UniformQuantizer(3, "minmax", channel_axis=0, shape=tuple(w.shape)), w)
+    rtn = q(w)
+    gptq = gptq_weight(w, 2 * x.T @ x / len(x), q.scale, q.zero_point, 3)
+    assert torch.allclose(q(gptq), gptq, atol=1e-6)  # on the quantizer's grid: stored exactly as integer codes
+    err = lambda wq: (x @ (wq - w).T).pow(2).mean()
+    assert err(gptq) < 0.7 * err(rtn)
+
+
+def test_block_reconstruction_lowers_the_block_output_error_on_held_out_images(tiny, calib, digits_heldout):
+    cfg = QuantConfig(w_bits=3, a_bits=4)
+    q = QuantizedViT(tiny.model, cfg)
+    calibrate(q, calib)
+    fp = observable_copy(tiny.model)
+    held = digits_heldout[0][:128]
+
+    def block_errors():
+        errs = []
+        for qb, fb in zip([b for _, b in find_blocks(q)], [b for _, b in find_blocks(fp)]):
+            outs = {}
+            hq = qb.register_forward_hook(lambda _m, _i, o: outs.__setitem__("q", o))
+            hf = fb.register_forward_hook(lambda _m, _i, o: outs.__setitem__("f", o))
+            with torch.no_grad():
+                q(held)
+                fp(held)
+            hq.remove()
+            hf.remove()
+            errs.append((outs["q"] - outs["f"]).pow(2).mean().item())
+        return errs
+
+    before = block_errors()
+    losses = reconstruct(q, fp, calib, ReconstructOptions(steps=40, seed=0), progress=False)
+    after = block_errors()
+    assert all(l["after"] < l["before"] for l in losses)  # the loss it optimises, on the calibration images
+    assert sum(after) < 0.9 * sum(before)  # and on images it never saw
+    in_blocks = [m for _, b in find_blocks(q) for m in b.modules() if hasattr(m, "weight_override")]
+    assert len(in_blocks) == 16
+    for layer in in_blocks:  # hard rounding: the reconstructed weights lie on the grid
+        assert layer.weight_override is None
+        with torch.no_grad():
+            assert torch.allclose(layer.weight_quantizer(layer.inner.weight), layer.inner.weight, atol=1e-6)
+
+
+def test_the_strong_preset_saves_and_reloads_with_identical_logits(tiny, calib, digits_heldout, tmp_path):
+    cfg = quant_config("strong", w_bits=4, a_bits=4)
+    q, info = quantize(tiny, calib, cfg, acm_every=1, progress=False,
+                       reconstruct_options=ReconstructOptions(steps=5))
+    assert info["reparameterized_layers"] == 8 and info["gptq_layers"] > 0 and "searched_input_ranges" in info
+    q2, _, meta = load_quantized(save_quantized(q, tiny, tmp_path / "s.safetensors"))
+    x = digits_heldout[0][:64]
+    with torch.no_grad():
+        assert torch.equal(q(x), q2(x))
+    assert meta["quant_config"]["reparam"] == "postln" and meta["quant_config"]["gelu_quantizer"] == "twin"
+
+
+def test_cached_weights_give_exactly_the_logits_of_requantizing_every_call(tiny, calib, digits_heldout):
+    q, _ = quantize(tiny, calib, QuantConfig(w_bits=4, a_bits=8), progress=False)
+    x = digits_heldout[0][:64]
+    with torch.no_grad():
+        cached = q(x)
+        assert all(layer._cache is not None for layer in q.weighted_layers())
+        for layer in q.weighted_layers():
+            layer.quantized_weight = lambda layer=layer: layer.weight_quantizer(layer.inner.weight)  # uncached
+        assert torch.equal(q(x), cached)
+
+
+def test_in_place_fake_quant_matches_the_autograd_formula():
+    x = torch.randn(4, 50, 32) * 3
+    s, z = torch.tensor([0.07]), torch.tensor([9.0])
+    reference = (torch.clamp(torch.round(x * s.reciprocal()) + z, 0, 15) - z) * s
+    with torch.no_grad():
+        assert torch.equal(fake_quant_affine(x.clone(), s, z, 4, inplace=True), reference)
+    xg = x.clone().requires_grad_(True)
+    assert torch.equal(fake_quant_affine(xg, s, z, 4), reference)
+
+
+def test_faithful_psaq_entropy_matches_the_published_formula_in_numpy():
+    from dfqvit.synthesis.losses import psaq_entropy
+
+    sim = torch.rand(3, 400, dtype=torch.float64) * 1.6 - 0.6
+    got = psaq_entropy(sim).numpy()
+    s = sim.numpy()
+    grid = np.linspace(s.min(), s.max(), 10)
+    h = 0.01
+    for i in range(3):
+        p = np.array([np.mean(np.exp(-(g - s[i]) ** 2 / (2 * h * h))) / math.sqrt(2 * math.pi * h * h) for g in grid])
+        f = -(p + 1e-4) * np.log(p + 1e-4)
+        expected = np.sum((f[1:] + f[:-1]) / 2 * np.diff(grid))
+        assert got[i] == pytest.approx(expected, rel=1e-9)
