@@ -144,7 +144,7 @@ def _run_options(a: argparse.Namespace, **extra):
         distill_terms=terms, distill_lr=a.distill_lr, distill_weight_lr=a.distill_weight_lr,
         reconstruct_steps=_reconstruct_steps(a), calib_data=a.calib_data, data=a.data, out=a.out,
         overwrite=a.overwrite, device=a.device, resume=a.resume, progress=not a.quiet,
-        skip_bad_images=a.skip_bad_images, **extra)
+        skip_bad_images=a.skip_bad_images, export=getattr(a, "export", None), **extra)
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -158,34 +158,45 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_synthesize(a: argparse.Namespace) -> int:
-    from . import api
-    from .outputs import atomic_output_dir, staging_dir
-    from .pipeline import CHECKPOINT_NAME, RunOptions, load_for, validate
-    from .report import write_report
+    import os
+
+    from .pipeline import RunOptions, synthesize_folder, validate
 
     ropts = RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args, model_config=a.model_config,
                        class_names=_class_names(a), method=a.method, synthesis=_synthesis_options(a),
                        schedule=a.schedule, calib_data=a.calib_data, out=a.out, overwrite=a.overwrite,
                        device=a.device, resume=a.resume, progress=not a.quiet, skip_bad_images=a.skip_bad_images)
-    method, _, _ = validate(ropts)
-    loaded = load_for(ropts)
-    ckpt = staging_dir(Path(a.out)) / CHECKPOINT_NAME
-    with atomic_output_dir(a.out, keep_on_failure=(CHECKPOINT_NAME,), overwrite=a.overwrite) as stage:
-        syn = api.synthesize(loaded, method, ropts.synthesis, a.device, ckpt, a.resume, a.calib_data, not a.quiet,
-                             a.skip_bad_images)
-        syn.save(stage, loaded.data_config["mean"], loaded.data_config["std"])
-        write_report(stage, {"model": loaded.name, "model_args": loaded.arch_kwargs, "method": syn.method,
-                             "synthesis": {"seconds": syn.seconds, "final_terms": syn.final_terms, "options": syn.options,
-                                           "resumed_from": syn.resumed_from, "grid": "synthetic.png",
-                                           "images": "synthetic.pt"}})
-    print(f"wrote {len(syn.images)} images to {a.out}/synthetic.pt and {a.out}/synthetic.png ({syn.seconds:.1f} s)")
+    if a.nproc < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--nproc must be >= 1, got {a.nproc}")
+    if a.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        import subprocess
+
+        validate(ropts)  # every check here, before any process starts
+        argv = list(sys.argv[1:])
+        k = argv.index("--nproc")
+        del argv[k:k + 2]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={a.nproc}",
+               "-m", "dfqvit", *argv]
+        return subprocess.call(cmd)
+    report = synthesize_folder(ropts)
+    if report:
+        s = report["synthesis"]
+        print(f"wrote {s['num_images']} images in {s['shards']} shard(s) to {a.out}/ (manifest.json, synthetic.png; "
+              f"{s['seconds']:.1f} s on {s['processes']} process(es))")
     return 0
 
 
 def _read_images(path: str) -> torch.Tensor:
+    """A `dfqvit synthesize` output folder (shards + manifest), or a single synthetic.pt."""
     from .errors import DataError
 
     p = Path(path)
+    if p.is_dir():
+        from .synthesis.sharded import load_shards
+
+        return load_shards(p)
     if not p.is_file():
         raise DataError(f"--images {p}: file not found")
     try:
@@ -255,6 +266,18 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     logits_path = check_output_file(a.save_logits, a.overwrite, "--save-logits") if a.save_logits else None
     opts = RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args, model_config=a.model_config,
                       class_names=_class_names(a))
+    if a.onnx:
+        from .onnx_export import OnnxRuntimeModel
+
+        model = OnnxRuntimeModel(a.onnx)
+        loaded = model.loaded_model()
+        reference = load_quantized(a.quantized)[0] if a.quantized else None
+        result = api.evaluate(model, loaded, a.data, fp_model=reference, device="cpu", progress=not a.quiet,
+                              skip_bad_images=a.skip_bad_images)
+        if reference is not None:
+            result["reference"] = "the PyTorch quantized model (--quantized); its metrics are under 'fp'"
+        print(json.dumps(result, indent=2))
+        return 0
     if a.quantized:
         meta = read_metadata(a.quantized)
         if a.model and a.model != meta["model"]:
@@ -319,6 +342,20 @@ def cmd_compare(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import load_quantized
+    from .onnx_export import export_onnx
+    from .outputs import check_output_file
+
+    path = check_output_file(a.out, a.overwrite)
+    qmodel, loaded, _ = load_quantized(a.quantized)
+    info = export_onnx(qmodel, loaded, path, softmax=a.softmax)
+    print(f"wrote {a.out} ({info['bytes'] / 1e6:.2f} MB, opset {info['opset']}): {info['ops'].get('QuantizeLinear', 0)} "
+          f"activation QuantizeLinear, {info['ops'].get('DequantizeLinear', 0)} DequantizeLinear, "
+          f"{info['integer_weights']} integer weight initializers; softmax {a.softmax}")
+    return 0
+
+
 def cmd_methods(a: argparse.Namespace) -> int:
     from .synthesis.methods import METHODS
 
@@ -351,16 +388,21 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=Formatter)
     _model_args(r); _synthesis_args(r); _quant_args(r)
     r.add_argument("--data", default=None, help="ImageNet-layout folder to evaluate on (tiny model: digits held-out)")
+    r.add_argument("--export", default=None, choices=["onnx"],
+                   help="also write model.onnx (QDQ) and measure it in ONNX Runtime against the PyTorch model")
     _out_args(r, "dfqvit-out")
     r.set_defaults(fn=cmd_run)
-    s = sub.add_parser("synthesize", help="make calibration images from the model alone", formatter_class=Formatter)
+    s = sub.add_parser("synthesize", help="make calibration images from the model alone, in shards of one batch",
+                       formatter_class=Formatter)
     _model_args(s); _synthesis_args(s)
+    s.add_argument("--nproc", type=int, default=1,
+                   help="processes (one per GPU, or CPU processes): launched through torch.distributed.run")
     _out_args(s, "dfqvit-synthetic")
     s.set_defaults(fn=cmd_synthesize)
     q = sub.add_parser("quantize", help="quantize and calibrate on saved synthetic images or a real folder",
                        formatter_class=Formatter)
     _model_args(q); _quant_args(q)
-    q.add_argument("--images", default=None, help="synthetic.pt written by `dfqvit synthesize`")
+    q.add_argument("--images", default=None, help="the output folder of `dfqvit synthesize` (or a synthetic.pt)")
     q.add_argument("--calib-data", default=None, help="ImageNet-layout folder of real calibration images")
     q.add_argument("--num-images", type=int, default=32, help="real images taken from --calib-data")
     _out_args(q, "dfqvit-quantized")
@@ -370,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(e)
     e.add_argument("--quantized", default=None, help="quantized.safetensors written by run or quantize")
     e.add_argument("--data", default=None, help="ImageNet-layout folder (tiny model: digits held-out)")
+    e.add_argument("--onnx", default=None, help="an .onnx file written by `dfqvit export`, run in ONNX Runtime; "
+                                               "with --quantized, agreement is measured against that PyTorch model")
     e.add_argument("--save-logits", default=None, help="also write the logits to this .pt file")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --save-logits file")
     e.set_defaults(fn=cmd_evaluate)
@@ -379,6 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sources", default="dfq-vit,noise", help="comma list of methods to compare with real images")
     _out_args(c, "dfqvit-diagnosis")
     c.set_defaults(fn=cmd_compare)
+    x = sub.add_parser("export", help="write a quantized model as ONNX (QDQ) for ONNX Runtime",
+                       formatter_class=Formatter)
+    x.add_argument("--quantized", required=True, help="quantized.safetensors written by run or quantize")
+    x.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    x.add_argument("--softmax", default="emulate", choices=["emulate", "uint8"],
+                   help="log softmax quantizer: emulated with standard ops (exact) or as 8-bit uniform QDQ")
+    x.add_argument("--out", default="model.onnx", help="the .onnx file to write")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    x.set_defaults(fn=cmd_export)
     m = sub.add_parser("methods", help="list the registered synthesis methods", formatter_class=Formatter)
     m.set_defaults(fn=cmd_methods)
     mo = sub.add_parser("models", help="list the tested timm models and the --model-args known to work",

@@ -8,6 +8,7 @@ outright. Everything is staged in `<out>.partial/` and moved into place on succe
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import shutil
@@ -116,8 +117,9 @@ def atomic_output_dir(out: str | os.PathLike, keep_on_failure: tuple[str, ...] =
                       overwrite: bool = False) -> Iterator[Path]:
     """Write into `<out>.partial/` and move it to `out` only when the block succeeds.
 
-    On failure everything is removed except files named in `keep_on_failure`
-    (the synthesis checkpoint, so `--resume` can continue); `out` is never half-written.
+    On failure everything is removed except files matching `keep_on_failure` (names or glob
+    patterns: synthesis checkpoints and finished shards, so `--resume` can continue); `out` is
+    never half-written.
     """
     out = Path(out)
     stage = staging_dir(out)
@@ -127,16 +129,16 @@ def atomic_output_dir(out: str | os.PathLike, keep_on_failure: tuple[str, ...] =
         yield stage
     except BaseException:
         for child in stage.iterdir():
-            if child.name in keep_on_failure or child.name == MARKER:
+            if child.name == MARKER or any(fnmatch.fnmatch(child.name, k) for k in keep_on_failure):
                 continue
             shutil.rmtree(child) if child.is_dir() else child.unlink()
         if not any(p.name != MARKER for p in stage.iterdir()):
             shutil.rmtree(stage)
         raise
-    for name in keep_on_failure:
-        leftover = stage / name
-        if leftover.exists():
-            leftover.unlink()
+    for child in list(stage.iterdir()):
+        if child.suffix == ".pt" and child.name.endswith(("checkpoint.pt", ".ckpt.pt")) \
+                and any(fnmatch.fnmatch(child.name, k) for k in keep_on_failure):
+            child.unlink()  # checkpoints are only for resuming; a finished output has no use for them
     old = None
     if out.exists():
         if any(out.iterdir()) and (not is_dfqvit_output(out) or not overwrite):  # appeared while we worked

@@ -1,6 +1,7 @@
 """`run`: the whole chain, writing one output directory atomically."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ class RunOptions:
     resume: bool = False
     progress: bool = True
     skip_bad_images: bool = False
+    export: str | None = None  # "onnx": also write model.onnx and measure it in ONNX Runtime
 
 
 def load_for(opts: Any) -> LoadedModel:
@@ -86,6 +88,8 @@ def validate(opts: RunOptions) -> tuple[Method, DistillOptions | None, Reconstru
     method = resolve_method(opts)
     if method.acm_every < 0:
         raise ConfigError(f"--acm-every must be >= 0, got {method.acm_every}")
+    if opts.export not in (None, "onnx"):
+        raise ConfigError(f"--export must be onnx, got {opts.export!r}")
     if opts.resume and not method.synthesizes:
         raise ConfigError(f"--resume: method '{method.name}' optimises nothing, so there is nothing to resume")
     if method.source == "real" and opts.calib_data is None and opts.model_config is None \
@@ -123,6 +127,78 @@ def parts_run(method: Method, quant: QuantConfig, n_images: int, distill: Distil
     return parts
 
 
+SHARD_KEEP = ("synthetic-*.pt", "shard-*.ckpt.pt", CHECKPOINT_NAME)
+
+
+def synthesize_folder(opts: RunOptions) -> dict[str, Any]:
+    """`dfqvit synthesize`: shards + manifest + grid into `opts.out`, on every process torchrun started.
+
+    Rank 0 checks and owns the output folder; the others write their shards into its staging
+    folder after a barrier. Returns the report (on every rank)."""
+    import torch
+
+    from .synthesis.loop import save_grid
+    from .synthesis.sharded import (SHARD_PATTERN, barrier, distributed_context, load_shards, shard_count,
+                                    synthesize_shards, write_manifest)
+
+    rank, world = distributed_context()
+    if world > 1 and not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    method = validate(opts)[0] if rank == 0 else resolve_method(opts)
+    loaded = load_for(opts)
+    device = api.resolve_device(opts.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    out, stage = Path(opts.out), staging_dir(Path(opts.out))
+    cfg = loaded.data_config
+
+    def make_shards() -> None:
+        if method.synthesizes:
+            synthesize_shards(api.observable_copy(loaded.model), method, tuple(cfg["input_size"]), loaded.num_classes,
+                              cfg["mean"], cfg["std"], opts.synthesis, stage, device, opts.resume, rank, world,
+                              opts.progress)
+        elif rank == 0:  # noise or real images: nothing to optimise, cut them into shards
+            syn = api.synthesize(loaded, method, opts.synthesis, opts.device, calib_data=opts.calib_data,
+                                 progress=False, skip_bad_images=opts.skip_bad_images)
+            b = opts.synthesis.batch_size
+            for i in range(shard_count(opts.synthesis)):
+                torch.save({"images": syn.images[i * b:(i + 1) * b], "targets": syn.targets[i * b:(i + 1) * b],
+                            "final_terms": {}, "seed": opts.synthesis.seed, "index": i}, stage / SHARD_PATTERN.format(i))
+
+    if rank != 0:
+        barrier()  # rank 0 has checked --out and created the staging folder
+        make_shards()
+        barrier()  # every shard written
+        barrier()  # rank 0 has written the manifest and moved the folder
+        _leave_process_group()
+        return {}
+    import time
+
+    t0 = time.perf_counter()
+    with atomic_output_dir(out, keep_on_failure=SHARD_KEEP, overwrite=opts.overwrite) as stage_dir:
+        barrier()
+        make_shards()
+        barrier()
+        manifest = write_manifest(stage_dir, method, opts.synthesis, world)
+        save_grid(load_shards(stage_dir, limit=64), cfg["mean"], cfg["std"], stage_dir / "synthetic.png")
+        report = {"model": loaded.name, "model_args": loaded.arch_kwargs, "method": method.to_dict(),
+                  "synthesis": {"seconds": time.perf_counter() - t0, "processes": world,
+                                "num_images": opts.synthesis.num_images, "shards": len(manifest["shards"]),
+                                "options": manifest["options"], "grid": "synthetic.png", "manifest": "manifest.json",
+                                "final_terms": manifest["shards"][-1]["final_terms"]}}
+        write_report(stage_dir, report)
+    barrier()
+    _leave_process_group()
+    return report
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run(opts: RunOptions) -> dict[str, Any]:
     """Synthesize → quantize → calibrate → correct → evaluate → export into `opts.out`."""
     method, distill_opts, recon = validate(opts)
@@ -139,6 +215,16 @@ def run(opts: RunOptions) -> dict[str, Any]:
         evaluation = api.evaluate(qmodel, loaded, opts.data, fp_model=loaded.model, device=opts.device,
                                   progress=opts.progress, skip_bad_images=opts.skip_bad_images)
         path = save_quantized(qmodel, loaded, stage / "quantized.safetensors", {"method": method.to_dict()})
+        onnx_report = None
+        if opts.export == "onnx":
+            from .onnx_export import OnnxRuntimeModel, export_onnx
+
+            info = export_onnx(qmodel, loaded, stage / "model.onnx")
+            ort_eval = api.evaluate(OnnxRuntimeModel(stage / "model.onnx"), loaded, opts.data, fp_model=qmodel,
+                                    device="cpu", progress=opts.progress, skip_bad_images=opts.skip_bad_images)
+            onnx_report = {"file": "model.onnx", "ops": info["ops"], "bytes": info["bytes"], "top1": ort_eval["top1"],
+                           "agreement_with_pytorch": ort_eval["agreement_top1"],
+                           "kl_to_pytorch": ort_eval["kl_to_fp"], "images_per_s": ort_eval["images_per_s"]}
         fp_params = sum(p.numel() for p in loaded.model.parameters())
         report = {
             "model": loaded.name,
@@ -155,5 +241,8 @@ def run(opts: RunOptions) -> dict[str, Any]:
                       "file_mb": path.stat().st_size / 1e6},
             "artefacts": {"quantized_model": "quantized.safetensors", "report": "report.md"},
         }
+        if onnx_report:
+            report["onnx"] = onnx_report
+            report["artefacts"]["onnx"] = "model.onnx"
         write_report(stage, report)
     return report

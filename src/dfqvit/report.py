@@ -43,6 +43,12 @@ def write_report(directory: Path, report: dict[str, Any]) -> None:
         after = qi.get("block_gap_after_acm") or [None] * len(qi["block_gap_before_acm"])
         for i, (b, a) in enumerate(zip(qi["block_gap_before_acm"], after)):
             lines.append(f"| {i} | {b:.4f} | {'-' if a is None else f'{a:.4f}'} |")
+    ox = report.get("onnx")
+    if ox:
+        lines += ["", "## ONNX (QDQ) in ONNX Runtime", "",
+                  f"- `{ox['file']}` ({ox['bytes'] / 1e6:.3f} MB): top-1 {ox['top1']:.2f}, top-1 agreement with the "
+                  f"PyTorch quantized model {ox['agreement_with_pytorch']:.2f} %, KL to it {ox['kl_to_pytorch']:.5f}, "
+                  f"{ox['images_per_s']:.0f} images/s"]
     sizes = report.get("sizes")
     if sizes:
         lines += ["", "## Sizes", "", f"- FP32 weights: {sizes['fp32_mb']:.3f} MB",

@@ -45,21 +45,20 @@ def affine_params(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple[torch.
 
 def fake_quant_affine(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int,
                       inplace: bool = False) -> torch.Tensor:
-    """(clamp(round(x·(1/s)) + z, 0, 2^b-1) - z)·s, differentiable in x and s (LSQ-style).
+    """(clamp(round(x / s) + z, 0, 2^b-1) - z)·s, differentiable in x and s (LSQ-style).
 
-    Multiplying by the reciprocal (as PyTorch's own fake-quantize kernels do) is several times
-    cheaper than dividing on CPU; both paths below use it, so they agree bit for bit.
-    Without autograd the chain runs in place, on `x` itself when `inplace` (a temporary the
-    caller will not read again): allocating the output costs more than the arithmetic.
+    x / s, rounded half to even, is ONNX QuantizeLinear's arithmetic, so an exported graph
+    rounds as this does. Without autograd the chain runs in place, on `x` itself when
+    `inplace` (a temporary the caller will not read again): allocating the output costs
+    more than the arithmetic. Both paths agree bit for bit.
     """
-    inv = scale.reciprocal()
     if not torch.is_grad_enabled() or not (x.requires_grad or scale.requires_grad):
-        out = x.mul_(inv) if inplace else x * inv
+        out = x.div_(scale) if inplace else x / scale
         if zero_point.numel() == 1:  # per tensor: scalar bounds are much cheaper than tensor ones
             z = zero_point.item()
             return out.round_().clamp_(-z, 2**bits - 1 - z).mul_(scale)
         return out.round_().clamp_(-zero_point, 2**bits - 1 - zero_point).mul_(scale)
-    q = torch.clamp(round_ste(x * inv) + zero_point, 0, 2**bits - 1)
+    q = torch.clamp(round_ste(x / scale) + zero_point, 0, 2**bits - 1)
     return (q - zero_point) * scale
 
 
@@ -116,8 +115,7 @@ class UniformQuantizer(nn.Module):
 
     def integer(self, x: torch.Tensor) -> torch.Tensor:
         """The integer codes 0..2^b-1 that `forward` in 'quant' mode dequantizes."""
-        return torch.clamp(torch.round(x * self.scale.clamp(min=EPS).reciprocal()) + self.zero_point, 0,
-                           2**self.bits - 1)
+        return torch.clamp(torch.round(x / self.scale.clamp(min=EPS)) + self.zero_point, 0, 2**self.bits - 1)
 
 
 class LogQuantizer(nn.Module):
@@ -146,7 +144,7 @@ class LogQuantizer(nn.Module):
 
     def codes(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """Codes 0..2^b-1 (the last one for zero)."""
-        q = x.mul_(self.scale.reciprocal()) if inplace else x * self.scale.reciprocal()
+        q = x.div_(self.scale) if inplace else x / self.scale
         q = q.log2_().mul_(-self.steps_per_octave).round_().clamp_(min=0)
         return q.clamp_(max=2**self.bits - 1)
 
@@ -197,11 +195,11 @@ class TwinUniformQuantizer(nn.Module):
         if self.mode == "quant":
             n = self.half_levels
             if not torch.is_grad_enabled() or not x.requires_grad:  # one pass per region, no autograd graph
-                pos = x.clamp(min=0).mul_(self.pos_scale.reciprocal()).round_().clamp_(max=n - 1).mul_(self.pos_scale)
-                neg = x.clamp(max=0).mul_(self.neg_scale.reciprocal()).round_().clamp_(min=-n).mul_(self.neg_scale)
+                pos = x.clamp(min=0).div_(self.pos_scale).round_().clamp_(max=n - 1).mul_(self.pos_scale)
+                neg = x.clamp(max=0).div_(self.neg_scale).round_().clamp_(min=-n).mul_(self.neg_scale)
                 return pos.add_(neg)
-            pos = round_ste(x.clamp(min=0) * self.pos_scale.reciprocal()).clamp(max=n - 1) * self.pos_scale
-            neg = round_ste(x.clamp(max=0) * self.neg_scale.reciprocal()).clamp(min=-n) * self.neg_scale
+            pos = round_ste(x.clamp(min=0) / self.pos_scale).clamp(max=n - 1) * self.pos_scale
+            neg = round_ste(x.clamp(max=0) / self.neg_scale).clamp(min=-n) * self.neg_scale
             return torch.where(x >= 0, pos, neg)
         if self.mode == "observe":
             self.observer.update(x)

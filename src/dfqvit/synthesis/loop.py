@@ -78,6 +78,9 @@ def save_grid(images: torch.Tensor, mean, std, path: Path) -> None:
     save_image((images.detach().cpu() * s + m).clamp(0, 1), str(path), nrow=8, padding=2)
 
 
+SYNC_EVERY = 10  # iterations between reads of the loss values (a host sync on GPUs)
+
+
 def _lr_at(t: int, total: int, base: float, warmup: int) -> float:
     if t < warmup:
         return base * (t + 1) / warmup
@@ -192,6 +195,25 @@ def synthesize_images(
                                 "iteration": it, "adam": optim.state_dict() if optim else None,
                                 "extras": extras, "seconds": elapsed + time.perf_counter() - t0})
 
+    names = list(terms)
+    pending: list[tuple[int, torch.Tensor]] = []  # (iteration, term values) not yet read back from the device
+
+    def settle(b: int) -> dict[str, float]:
+        """Read the pending loss values in one transfer: check them, show them, return the last."""
+        if not pending:
+            return final
+        its = [t for t, _ in pending]
+        rows = torch.stack([v for _, v in pending]).cpu().tolist()
+        pending.clear()
+        for t, row in zip(its, rows):
+            for name, v in zip(names, row):
+                if not math.isfinite(v):
+                    where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
+                    raise SynthesisDivergedError(f"loss term '{name}' is {v} at iteration {t} of batch {b}{where}")
+        last = dict(zip(names, rows[-1]))
+        bar.set_postfix({k: f"{v:.3f}" for k, v in last.items()})
+        return last
+
     try:
         with _DeferredInterrupt() as interrupt:
             for b in range(batch_idx, n_batches):
@@ -228,35 +250,34 @@ def synthesize_images(
                             priors=None if priors is None else priors[sl], extras=extras,
                         )
                         loss = 0.0
-                        values = {}
+                        values = []
                         for name, (fn, weight) in terms.items():
                             v = fn(ctx).float()
-                            if not torch.isfinite(v).all():
-                                where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
-                                raise SynthesisDivergedError(
-                                    f"loss term '{name}' is {v.item()} at iteration {t} of batch {b}{where}")
-                            values[name] = v.item()
+                            values.append(v.detach().reshape(()))
                             loss = loss + weight * v
+                    pending.append((t, torch.stack(values)))
                     optim.zero_grad(set_to_none=True)
                     loss.backward()
                     optim.step()
                     with torch.no_grad():
                         x.data = torch.max(torch.min(x.data, hi), lo)
-                    final = values
                     bar.update(1)
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
                     done_t = t + 1
+                    if len(pending) >= SYNC_EVERY or done_t == per_batch:
+                        final = settle(b)
                     if on_iteration is not None:
                         on_iteration(b, done_t)
                     if interrupt.hit:
                         raise KeyboardInterrupt
                     if ckpt is not None and done_t % opts.checkpoint_every == 0 and done_t < per_batch:
+                        final = settle(b)  # never checkpoint images a non-finite loss has touched
                         checkpoint(b, done_t, x, optim, extras)
                 images[sl] = x.detach().cpu()
                 if b + 1 < n_batches:
                     checkpoint(b + 1, 0, None, None)
     except KeyboardInterrupt:
         if ckpt is not None and "t" in locals() and "done_t" in locals():
+            settle(b)
             checkpoint(b, done_t, x, optim, extras)
         raise
     finally:

@@ -110,7 +110,7 @@ def psaq_entropy(sim: torch.Tensor) -> torch.Tensor:
     lo, hi = sim.min().detach(), sim.max().detach()
     grid = torch.linspace(0, 1, PSAQ_GRID, device=sim.device, dtype=sim.dtype) * (hi - lo) + lo  # (G,)
     norm = 1.0 / math.sqrt(2 * math.pi * PSAQ_BANDWIDTH**2)
-    density = torch.stack([torch.exp(-(g - sim).pow(2) / (2 * PSAQ_BANDWIDTH**2)).mean(dim=1) * norm for g in grid], 1)
+    density = torch.exp(-(grid[None, :, None] - sim[:, None, :]).pow(2) / (2 * PSAQ_BANDWIDTH**2)).mean(dim=2) * norm
     p = density + PSAQ_OFFSET
     return torch.trapezoid(-p * torch.log(p), grid, dim=1)
 

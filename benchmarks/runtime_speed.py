@@ -1,0 +1,99 @@
+"""Images/s of the same model four ways: PyTorch FP32, PyTorch fake-quant (dfqvit), ONNX Runtime FP32,
+ONNX Runtime QDQ (after ORT's own fusions), at batch 1 and 64, plus which operators ORT ran in integer.
+
+    python benchmarks/runtime_speed.py                         # CIFAR DeiT, W8A8 and W4A8, strong and basic
+    python benchmarks/runtime_speed.py --model cifar-swin --bits 8/8
+
+Also measures ONNX ↔ PyTorch parity on 1,000 CIFAR val images (top-1 and agreement).
+Writes benchmarks/results/runtime_speed.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import RESULTS, Results, eval_set, load, machine, shared
+from dfqvit import api
+from dfqvit.onnx_export import OnnxRuntimeModel, export_float_onnx, export_onnx, optimized_ops
+from dfqvit.presets import quant_config
+
+MODELS = {"cifar-deit": "cifar10/models/deit_tiny_cifar10.json", "cifar-swin": "cifar10/models/swin_micro_cifar10.json"}
+INTEGER_OPS = ("MatMulIntegerToFloat", "QLinearMatMul", "MatMulInteger", "QLinearConv", "ConvInteger",
+               "MatMulNBits", "DynamicQuantizeMatMul", "QGemm")
+
+
+def images_per_s(model, x: torch.Tensor, batch: int, seconds: float = 4.0) -> float:
+    n, start = 0, time.perf_counter()
+    with torch.no_grad():
+        model(x[:batch])  # warm-up
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            i = (n * batch) % (len(x) - batch + 1)
+            model(x[i:i + batch])
+            n += 1
+    return n * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="cifar-deit", choices=list(MODELS))
+    p.add_argument("--bits", default="8/8,4/8")
+    p.add_argument("--presets", default="basic,strong")
+    a = p.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    loaded = load(MODELS[a.model])
+    x, y = eval_set(loaded, "cifar10/val", per_class=100)
+    calib, _ = api.real_images(loaded, shared("cifar10/calib"), 32)
+    results = Results(RESULTS / f"runtime_speed_{a.model}.json", {"model": MODELS[a.model], "machine": machine(),
+                                                                   "threads": torch.get_num_threads()})
+    tmp = Path(tempfile.mkdtemp())
+    fp_onnx = OnnxRuntimeModel(export_float_onnx(loaded.model, tuple(loaded.data_config["input_size"]),
+                                                 tmp / "fp.onnx"))
+    rows = {"PyTorch FP32": loaded.model, "ONNX Runtime FP32": fp_onnx}
+    for preset in a.presets.split(","):
+        for bits in a.bits.split(","):
+            w, act = (int(v) for v in bits.split("/"))
+            q, _ = api.quantize(loaded, calib, quant_config(preset, w_bits=w, a_bits=act), progress=False)
+            path = tmp / f"{preset}-{w}{act}.onnx"
+            info = export_onnx(q, loaded, path)
+            ort_q = OnnxRuntimeModel(path)
+            ops = optimized_ops(path)
+            parity_q = api.evaluate(q, loaded, (x, y), progress=False, return_logits=True)
+            parity_o = api.evaluate(ort_q, loaded, (x, y), progress=False, fp_logits=parity_q["logits"])
+            plain = api.evaluate(OnnxRuntimeModel(path, optimize=False), loaded, (x, y), progress=False,
+                                 fp_logits=parity_q["logits"])
+            results.data.setdefault("parity", {})[f"{preset} W{w}A{act}"] = {
+                "pytorch_top1": parity_q["top1"], "onnx_top1": parity_o["top1"],
+                "agreement": parity_o["agreement_top1"], "kl": parity_o["kl_to_fp"],
+                "unoptimized_top1": plain["top1"], "unoptimized_agreement": plain["agreement_top1"],
+                "integer_ops": {k: v for k, v in ops.items() if k in INTEGER_OPS},
+                "float_matmuls_left": ops.get("MatMul", 0) + ops.get("Gemm", 0), "onnx_bytes": info["bytes"]}
+            rows[f"PyTorch fake-quant ({preset} W{w}A{act})"] = q
+            rows[f"ONNX Runtime QDQ ({preset} W{w}A{act})"] = ort_q
+            results.save()
+    for name, model in rows.items():
+        for batch in (1, 64):
+            results.data.setdefault("speed", {})[f"{name}|{batch}"] = images_per_s(model, x, batch)
+            print(f"{name}, batch {batch}: {results.data['speed'][f'{name}|{batch}']:.0f} images/s", flush=True)
+            results.save()
+    lines = [f"{MODELS[a.model]}, {machine()['device']}, {torch.get_num_threads()} threads", "",
+             "| model | batch 1 images/s | batch 64 images/s |", "| --- | --- | --- |"]
+    for name in rows:
+        lines.append(f"| {name} | {results.data['speed'][f'{name}|1']:.0f} | {results.data['speed'][f'{name}|64']:.0f} |")
+    lines += ["", "| export | PyTorch top-1 | ORT top-1 | agreement % | KL | ORT without its fusions: top-1 / agreement "
+              "| integer ops in ORT | float MatMul/Gemm left |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for k, v in results.data["parity"].items():
+        ints = ", ".join(f"{op} ×{n}" for op, n in v["integer_ops"].items()) or "none"
+        lines.append(f"| {k} | {v['pytorch_top1']:.2f} | {v['onnx_top1']:.2f} | {v['agreement']:.2f} | {v['kl']:.5f} | "
+                     f"{v['unoptimized_top1']:.2f} / {v['unoptimized_agreement']:.2f} | {ints} | "
+                     f"{v['float_matmuls_left']} |")
+    (RESULTS / f"runtime_speed_{a.model}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Milliseconds per synthesis iteration, per method, and the ratio to a bare forward+backward
+(to the input) of the same model, batch and device, in one run.
+
+    python benchmarks/synthesis_speed.py                                  # CPU, the embedded tiny ViT
+    python benchmarks/synthesis_speed.py --model-config ../shared/cifar10/models/deit_tiny_cifar10.json
+    python benchmarks/synthesis_speed.py --model deit_tiny_patch16_224 --device cuda --amp   # a GPU
+
+`--model NAME` without weights builds a randomly initialised timm model (speed does not depend
+on the weights). Writes benchmarks/results/synthesis_speed_<tag>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from common import RESULTS, machine
+from dfqvit.api import observable_copy
+from dfqvit.models import LoadedModel, load_model, load_model_config
+from dfqvit.synthesis import SynthesisOptions, get_method
+from dfqvit.synthesis.loop import synthesize_images
+
+METHODS = ("psaq", "psaq-lite", "dfq-vit", "mimiq", "sardfq")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_step_ms(model, x: torch.Tensor, iters: int, amp: bool) -> float:
+    x = x.clone().requires_grad_(True)
+    device = x.device
+    for i in range(iters + 3):
+        if i == 3:
+            sync(device)
+            t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            loss = model(x).float().logsumexp(1).mean()
+        loss.backward()
+        x.grad = None
+    sync(device)
+    return (time.perf_counter() - t0) / iters * 1000
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None)
+    p.add_argument("--model-config", default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--methods", default=",".join(METHODS))
+    a = p.parse_args()
+    device = torch.device(a.device)
+    if a.model_config:
+        loaded = load_model_config(a.model_config)
+    elif a.model:
+        import timm
+
+        net = timm.create_model(a.model, pretrained=False).eval()
+        loaded = LoadedModel(net, a.model, dict(timm.data.resolve_data_config({}, model=net)))
+    else:
+        loaded = load_model()
+    size = tuple(loaded.data_config["input_size"])
+    model = observable_copy(loaded.model).to(device)
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    x = torch.randn(a.batch_size, *size, device=device)
+    bare = bare_step_ms(model, x, a.iterations, a.amp)
+    out = {"model": loaded.name, "batch": a.batch_size, "input": size, "amp": a.amp, "machine": machine(),
+           "bare_forward_backward_ms": bare, "methods": {}}
+    print(f"{loaded.name} {size} batch {a.batch_size} on {device}{' bf16' if a.amp else ''}: "
+          f"bare forward+backward {bare:.1f} ms")
+    for name in a.methods.split(","):
+        method = get_method(name)
+        rounds = max(1, len(method.rounds))
+        warm = SynthesisOptions(num_images=a.batch_size, batch_size=a.batch_size, iterations=2, amp=a.amp)
+        synthesize_images(model, method, size, loaded.num_classes, loaded.data_config["mean"],
+                          loaded.data_config["std"], warm, device, progress=False)
+        opts = SynthesisOptions(num_images=a.batch_size, batch_size=a.batch_size, iterations=a.iterations, amp=a.amp)
+        sync(device)
+        t0 = time.perf_counter()
+        synthesize_images(model, method, size, loaded.num_classes, loaded.data_config["mean"],
+                          loaded.data_config["std"], opts, device, progress=False)
+        sync(device)
+        ms = (time.perf_counter() - t0) / (a.iterations * rounds) * 1000
+        out["methods"][name] = {"ms_per_iteration": ms, "ratio_to_bare": ms / bare}
+        print(f"  {name:10s} {ms:8.1f} ms/iteration  ×{ms / bare:.2f}")
+    tag = (a.model or (a.model_config and loaded.name) or "tiny").replace("/", "_") + f"_{device.type}"
+    tag += "_bf16" if a.amp else ""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"synthesis_speed_{tag}.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

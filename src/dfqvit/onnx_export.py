@@ -1,0 +1,328 @@
+"""Export a quantized model to ONNX in QDQ form, and run ONNX models through ONNX Runtime.
+
+The graph holds, at exactly the points dfqvit quantizes:
+- weights as integer initializers (uint8 codes, per output channel scale and zero point)
+  feeding `DequantizeLinear`, already transposed for `MatMul` (axis 1), so ONNX Runtime
+  can fuse them into integer kernels; codes of 4 bits and below are the same uint8 codes
+  (their values fit the narrower width; `weight_type="uint4"` stores 4-bit ones as UINT4,
+  opset 21);
+- activations (Linear inputs, q·kᵀ and attn·v inputs) as `QuantizeLinear → DequantizeLinear`
+  pairs, per tensor, uint8; narrower activations get a `Clip` to their b-bit range first,
+  which makes the uint8 pair round exactly as the b-bit quantizer does;
+- the softmax quantizer, which has no QDQ form: `softmax="emulate"` writes the log2 / log√2
+  rounding with Log, Round, Clip, Pow and Where (same arithmetic), `softmax="uint8"` a plain
+  8-bit uniform QDQ pair (not what was calibrated: its accuracy is reported separately);
+- twin-uniform post-GELU values as two QDQ pairs joined by `Where`;
+- ACM corrections as constant `Add`s; LayerNorm, GELU and residuals in float.
+The batch dimension is dynamic.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import ConfigError
+from .quant.modules import QuantConv2d, QuantLinear, _QuantWeighted
+from .quant.quantizers import EPS, LogQuantizer, TwinUniformQuantizer, UniformQuantizer
+
+OPSET = 17
+SOFTMAX_MODES = ("emulate", "uint8")
+
+
+def _qdq(x: torch.Tensor, scale: float, zero_point: int, bits: int) -> torch.Tensor:
+    """A b-bit uniform quantizer as Clip (b < 8) + uint8 QuantizeLinear/DequantizeLinear."""
+    if bits < 8:
+        x = torch.clamp(x, -zero_point * scale, (2**bits - 1 - zero_point) * scale)
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, 255)
+
+
+class _ExportUniform(nn.Module):
+    def __init__(self, q: UniformQuantizer) -> None:
+        super().__init__()
+        self.scale, self.zero_point, self.bits = float(q.scale.clamp(min=EPS)), int(q.zero_point), q.bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _qdq(x, self.scale, self.zero_point, self.bits)
+
+
+class _ExportTwin(nn.Module):
+    def __init__(self, q: TwinUniformQuantizer) -> None:
+        super().__init__()
+        self.pos, self.neg, self.n = float(q.pos_scale), float(q.neg_scale), q.half_levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pos = torch.fake_quantize_per_tensor_affine(torch.clamp(x, 0.0, (self.n - 1) * self.pos), self.pos, 0, 0, 255)
+        neg = torch.fake_quantize_per_tensor_affine(torch.clamp(-x, 0.0, self.n * self.neg), self.neg, 0, 0, 255)
+        return torch.where(x >= 0, pos, -neg)
+
+
+class _ExportLog(nn.Module):
+    """The same rounding as LogQuantizer, in standard ONNX ops (mode 'emulate'), or a uint8 QDQ pair."""
+
+    def __init__(self, q: LogQuantizer, mode: str) -> None:
+        super().__init__()
+        self.scale, self.k, self.top, self.mode = float(q.scale), q.steps_per_octave, 2**q.bits - 1, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "uint8":
+            return torch.fake_quantize_per_tensor_affine(x, self.scale / 255.0, 0, 0, 255)
+        codes = torch.clamp(torch.round(torch.log2(torch.clamp(x / self.scale, min=1e-30)) * -self.k), 0.0, self.top)
+        value = self.scale * torch.pow(2.0, -codes / self.k)
+        return torch.where(codes >= self.top, torch.zeros_like(value), value)
+
+
+class _ExportLinear(nn.Module):
+    """Input QDQ, then MatMul with DequantizeLinear(uint8 codes of Wᵀ, axis 1), then bias."""
+
+    def __init__(self, layer: QuantLinear, input_quantizer: nn.Module) -> None:
+        super().__init__()
+        wq = layer.weight_quantizer
+        self.input_quantizer = input_quantizer
+        codes = wq.integer(layer.inner.weight.detach())  # (out, in)
+        scale = wq.scale.detach().reshape(-1).clamp(min=EPS)
+        zp = wq.zero_point.reshape(-1)
+        self.register_buffer("weight_t", ((codes - zp[:, None]) * scale[:, None]).t().contiguous())
+        self.register_buffer("w_scale", scale.clone())
+        self.register_buffer("w_zero_point", zp.to(torch.int32))
+        self.bias = None if layer.inner.bias is None else nn.Parameter(layer.inner.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.fake_quantize_per_channel_affine(self.weight_t, self.w_scale, self.w_zero_point, 1, 0, 255)
+        y = torch.matmul(self.input_quantizer(x), w)
+        return y if self.bias is None else y + self.bias
+
+
+class _ExportConv(nn.Module):
+    def __init__(self, layer: QuantConv2d, input_quantizer: nn.Module) -> None:
+        super().__init__()
+        self.input_quantizer = input_quantizer
+        self.conv = layer.inner
+        wq = layer.weight_quantizer
+        self.register_buffer("weight_q", layer.quantized_weight().detach().clone())
+        self.register_buffer("w_scale", wq.scale.detach().reshape(-1).clamp(min=EPS).clone())
+        self.register_buffer("w_zero_point", wq.zero_point.reshape(-1).to(torch.int32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.fake_quantize_per_channel_affine(self.weight_q, self.w_scale, self.w_zero_point, 0, 0, 255)
+        c = self.conv
+        return F.conv2d(self.input_quantizer(x), w, c.bias, c.stride, c.padding, c.dilation, c.groups)
+
+
+def _export_quantizer(q: nn.Module, softmax: str) -> nn.Module:
+    if isinstance(q, UniformQuantizer):
+        if q.channel_axis is not None:
+            raise ConfigError("per-channel activation quantizers have no per-tensor QDQ form")
+        return _ExportUniform(q)
+    if isinstance(q, TwinUniformQuantizer):
+        return _ExportTwin(q)
+    if isinstance(q, LogQuantizer):
+        return _ExportLog(q, softmax)
+    return q
+
+
+@contextlib.contextmanager
+def export_view(qmodel: nn.Module, softmax: str = "emulate") -> Iterator[nn.Module]:
+    """Temporarily swap every quantized layer and quantizer of `qmodel` for its ONNX form."""
+    if softmax not in SOFTMAX_MODES:
+        raise ConfigError(f"softmax export must be one of {', '.join(SOFTMAX_MODES)}, got {softmax!r}")
+    swaps: list[tuple[nn.Module, str, nn.Module]] = []
+    for parent in list(qmodel.modules()):
+        if isinstance(parent, _QuantWeighted):  # replaced whole, with its quantizers
+            continue
+        for name, child in list(parent.named_children()):
+            if isinstance(child, _QuantWeighted):
+                iq = _export_quantizer(child.input_quantizer, softmax)
+                new = _ExportLinear(child, iq) if isinstance(child, QuantLinear) else _ExportConv(child, iq)
+            elif isinstance(child, (UniformQuantizer, LogQuantizer, TwinUniformQuantizer)):
+                new = _export_quantizer(child, softmax)
+            else:
+                continue
+            swaps.append((parent, name, child))
+            setattr(parent, name, new)
+    try:
+        yield qmodel
+    finally:
+        for parent, name, child in reversed(swaps):
+            setattr(parent, name, child)
+
+
+def _fold_weight_quantize(model) -> int:
+    """QuantizeLinear on a constant weight → the integer initializer itself (what the runtime stores)."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
+
+    def value(name):
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        if name in consts:
+            return numpy_helper.to_array(consts[name].attribute[0].t)
+        return None
+
+    folded, remove = 0, []
+    for node in list(model.graph.node):
+        if node.op_type != "QuantizeLinear":
+            continue
+        x, s = value(node.input[0]), value(node.input[1])
+        z = value(node.input[2]) if len(node.input) > 2 else None
+        if x is None or s is None or z is None:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * x.ndim
+        if s.ndim:
+            shape[axis] = -1
+        q = np.clip(np.rint(x / s.reshape(shape)) + z.reshape(shape).astype(np.float64), 0, 255).astype(z.dtype)
+        model.graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
+        remove.append(node)
+        folded += 1
+    for node in remove:
+        model.graph.node.remove(node)
+    used = {i for n in model.graph.node for i in n.input}
+    for name in list(inits):
+        if name not in used:
+            model.graph.initializer.remove(inits[name])
+    return folded
+
+
+def export_onnx(qmodel: nn.Module, loaded, path: str | Path, softmax: str = "emulate",
+                opset: int = OPSET) -> dict[str, Any]:
+    """Write `qmodel` (a calibrated QuantizedViT of `loaded`) as an ONNX QDQ graph; return what it holds.
+
+    The file's metadata ("dfqvit") names the model, its data config and classes, so
+    `dfqvit evaluate --onnx` needs nothing else.
+    """
+    import json
+
+    import onnx
+
+    qmodel = qmodel.eval().cpu()
+    input_size = tuple(loaded.data_config["input_size"])
+    dummy = torch.zeros(2, *input_size)
+    buf = io.BytesIO()
+    import warnings
+
+    with export_view(qmodel, softmax) as m, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes about Python-side constants (shapes, ACM presence)
+        torch.onnx.export(m, (dummy,), buf, dynamo=False, opset_version=opset, input_names=["images"],
+                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                          do_constant_folding=True)
+    model = onnx.load_from_string(buf.getvalue())
+    folded = _fold_weight_quantize(model)
+    meta = {"model": loaded.name, "arch_kwargs": loaded.arch_kwargs, "data_config": loaded.data_config,
+            "class_names": loaded.class_names, "num_classes": loaded.num_classes, "softmax": softmax,
+            "quant_config": qmodel.config.to_dict()}
+    onnx.helper.set_model_props(model, {"dfqvit": json.dumps(meta, default=list)})
+    onnx.checker.check_model(model)
+    from .outputs import write_file_atomically
+
+    write_file_atomically(Path(path), lambda tmp: onnx.save(model, str(tmp)))
+    ops: dict[str, int] = {}
+    for n in model.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    return {"path": str(path), "opset": opset, "softmax": softmax, "integer_weights": folded, "ops": ops,
+            "bytes": Path(path).stat().st_size}
+
+
+class OnnxRuntimeModel:
+    """An ONNX file run by ONNX Runtime (CPU), callable like a torch module by dfqvit's evaluation."""
+
+    def __init__(self, path: str | Path, optimize: bool = True, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"ONNX model not found: {path}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ConfigError(f"{path} is not an ONNX model ONNX Runtime can load: {str(exc).splitlines()[0][:200]}") \
+                from None
+        self.input_name = self.session.get_inputs()[0].name
+        import json
+
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.meta = json.loads(props["dfqvit"]) if "dfqvit" in props else {}
+
+    def loaded_model(self):
+        """A LoadedModel describing the exported model (for dfqvit's data loading), from the file's metadata."""
+        from .models.loading import LoadedModel
+
+        if not self.meta:
+            raise ConfigError("this ONNX file was not written by dfqvit (no dfqvit metadata): its input size, "
+                              "normalisation and classes are unknown")
+        head = nn.Module()
+        head.num_classes = self.meta["num_classes"]
+        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in self.meta["data_config"].items()}
+        return LoadedModel(head, self.meta["model"], cfg, self.meta.get("arch_kwargs") or {},
+                           self.meta.get("class_names"))
+
+    def eval(self) -> "OnnxRuntimeModel":
+        return self
+
+    def to(self, _device) -> "OnnxRuntimeModel":
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
+        return torch.from_numpy(out)
+
+
+def export_float_onnx(model: nn.Module, input_size: tuple[int, int, int], path: str | Path,
+                      opset: int = OPSET) -> Path:
+    """The float model as ONNX (attention in plain ops), the baseline of the runtime comparison."""
+    import warnings
+
+    from .models import make_observable
+
+    m = make_observable(__import__("copy").deepcopy(model)).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.zeros(2, *input_size),), str(path), dynamo=False, opset_version=opset,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    return Path(path)
+
+
+def optimized_ops(path: str | Path) -> dict[str, int]:
+    """The operator counts of the graph ONNX Runtime actually runs after its own fusions."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = str(Path(d) / "opt.onnx")
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        model = onnx.load(opts.optimized_model_filepath)
+    ops: dict[str, int] = {}
+    for n in model.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    return ops
+
+
+def count_quantized_points(qmodel: nn.Module) -> dict[str, int]:
+    """How many QDQ pairs the export must contain: one per per-tensor uniform activation quantizer,
+    two per twin-uniform one, one per weighted layer's weight (DequantizeLinear only)."""
+    weights = sum(1 for m in qmodel.modules() if isinstance(m, _QuantWeighted))
+    weight_q = {id(m.weight_quantizer) for m in qmodel.modules() if isinstance(m, _QuantWeighted)}
+    acts = [m for m in qmodel.modules() if isinstance(m, (UniformQuantizer, TwinUniformQuantizer))
+            and id(m) not in weight_q]
+    pairs = sum(2 if isinstance(m, TwinUniformQuantizer) else 1 for m in acts)
+    logs = sum(1 for m in qmodel.modules() if isinstance(m, LogQuantizer))
+    return {"activation_qdq": pairs, "weight_dq": weights, "softmax": logs}

@@ -1,0 +1,83 @@
+"""ONNX QDQ export: a valid graph with QDQ at every quantized point, run by ONNX Runtime like PyTorch."""
+import json
+
+import pytest
+import timm
+import torch
+
+from dfqvit.api import quantize, real_images, save_quantized
+from dfqvit.models.loading import LoadedModel
+from dfqvit.onnx_export import OnnxRuntimeModel, count_quantized_points, export_onnx
+from dfqvit.quant.config import QuantConfig
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def small_swin():
+    torch.manual_seed(0)
+    swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=64, window_size=4, embed_dim=24,
+                             depths=(2, 2), num_heads=(2, 4), num_classes=10).eval()
+    return LoadedModel(swin, "custom", {"input_size": (3, 64, 64), "mean": (0.5,) * 3, "std": (0.5,) * 3})
+
+
+def _parity(qmodel, loaded, x, path):
+    info = export_onnx(qmodel, loaded, path)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    ops = info["ops"]
+    expected = count_quantized_points(qmodel)
+    assert ops["QuantizeLinear"] == expected["activation_qdq"]  # one pair per activation point (two per twin)
+    assert ops["DequantizeLinear"] == expected["activation_qdq"] + expected["weight_dq"]
+    assert info["integer_weights"] == expected["weight_dq"]
+    ints = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.UINT8]
+    assert len(ints) >= expected["weight_dq"]  # weights are stored as integer codes
+    with torch.no_grad():
+        ref = qmodel(x)
+    out = OnnxRuntimeModel(path)(x)  # batch size differs from the export's: the batch axis is dynamic
+    return ref, out
+
+
+@pytest.mark.parametrize("bits", [(8, 8), (4, 8)])
+def test_tiny_default_exports_and_ort_matches_pytorch(tiny, digits_heldout, tmp_path, bits):
+    calib = real_images(tiny, None, 32)[0]
+    q, _ = quantize(tiny, calib, QuantConfig(w_bits=bits[0], a_bits=bits[1]), acm_every=1, progress=False)
+    x = digits_heldout[0][:200]
+    ref, out = _parity(q, tiny, x, tmp_path / "t.onnx")
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
+    assert (out - ref).abs().mean() < 0.01 * ref.abs().mean()
+
+
+@pytest.mark.parametrize("bits", [(8, 8), (4, 8)])
+def test_small_swin_exports_and_ort_matches_pytorch(small_swin, tmp_path, bits):
+    gen = torch.Generator().manual_seed(0)
+    calib = torch.randn(16, 3, 64, 64, generator=gen)
+    q, _ = quantize(small_swin, calib, QuantConfig(w_bits=bits[0], a_bits=bits[1]), acm_every=1, progress=False)
+    ref, out = _parity(q, small_swin, torch.randn(5, 3, 64, 64, generator=gen), tmp_path / "s.onnx")
+    assert torch.allclose(out, ref, atol=1e-4 * ref.abs().max().item() + 1e-6)
+
+
+def test_strong_preset_exports_with_twin_and_log_sqrt2(tiny, digits_heldout, tmp_path):
+    from dfqvit.presets import quant_config
+
+    calib = real_images(tiny, None, 32)[0]
+    q, _ = quantize(tiny, calib, quant_config("strong", w_bits=4, a_bits=4), progress=False)
+    ref, out = _parity(q, tiny, digits_heldout[0][:200], tmp_path / "st.onnx")
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
+
+
+def test_cli_export_and_evaluate_onnx(tiny, tmp_path, capsys):
+    from dfqvit.cli import main
+
+    calib = real_images(tiny, None, 16)[0]
+    q, _ = quantize(tiny, calib, QuantConfig(w_bits=8, a_bits=8), progress=False)
+    art = save_quantized(q, tiny, tmp_path / "q.safetensors")
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "--quantized", str(art), "--out", str(onnx_path)]) == 0
+    assert "QuantizeLinear" in capsys.readouterr().out
+    assert main(["export", "--quantized", str(art), "--out", str(onnx_path)]) == 2  # exists: refused
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(["evaluate", "--quiet", "--onnx", str(onnx_path), "--quantized", str(art)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["agreement_top1"] >= 99.0 and abs(result["top1"] - result["fp"]["top1"]) <= 1.0

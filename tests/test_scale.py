@@ -1,0 +1,102 @@
+"""Synthesis at scale: shards whose union does not depend on the process count, resume, and
+loss terms that keep their values through the speed work."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dfqvit.api import observable_copy
+from dfqvit.models.attention import PointRecorder, attention_modules
+from dfqvit.synthesis import SynthesisOptions, get_method
+from dfqvit.synthesis.losses import LOSS_TERMS, SynthesisContext, make_targets, random_attention_priors
+from dfqvit.synthesis.loop import synthesize_images
+from dfqvit.synthesis.sharded import (SHARD_CHECKPOINT, SHARD_PATTERN, load_shards, read_manifest, shard_options,
+                                      synthesize_shards)
+
+# Computed by dfqvit 0.2's first implementation of each term (before the loop and KDE were made faster)
+# on the fixed inputs of the test below.
+REFERENCE = {"attention_prior": 1.217015266418457, "class": 2.580141305923462, "entropy": 0.09801489114761353,
+             "entropy_psaq": 0.5031254291534424, "head_agreement": 0.8746380805969238,
+             "multi_semantic": 3.566047430038452, "tv": 4.056187629699707, "tv_psaq": 2133.43359375}
+
+
+def test_loss_terms_keep_their_values_on_fixed_inputs(tiny):
+    model = observable_copy(tiny.model)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    recs = {p: PointRecorder(model, p) for p in ("head_output_point", "probs_point")}
+    logits = model(x)
+    targets = make_targets(4, 10, torch.Generator().manual_seed(1))
+    priors = random_attention_priors(4, (8, 8), torch.Generator().manual_seed(2))
+    for name, expected in REFERENCE.items():
+        ctx = SynthesisContext(model, x, logits, targets, attention_modules(model), recs["head_output_point"].values,
+                               recs["probs_point"].values, torch.Generator().manual_seed(3), 0, 10, 1, priors,
+                               extras={"tv_psaq": torch.tensor([2750.0])})
+        assert float(LOSS_TERMS[name](ctx).detach()) == pytest.approx(expected, rel=1e-5, abs=1e-6), name
+
+
+def _cli(out, *extra, nproc=1):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # equal thread counts: bit-identical float reductions
+    cmd = [sys.executable, "-m", "dfqvit", "synthesize", "--quiet", "--device", "cpu", "--iterations", "3",
+           "--num-images", "20", "--batch-size", "8", "--out", str(out), "--nproc", str(nproc), *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_gloo_processes_make_exactly_the_images_of_one(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1, r2 = _cli(one), _cli(two, nproc=2)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    m1, m2 = read_manifest(one), read_manifest(two)
+    assert m2["processes"] == 2 and len(m1["shards"]) == 3 and m1["num_images"] == 20
+    assert [s["seed"] for s in m1["shards"]] == [s["seed"] for s in m2["shards"]]
+    assert torch.equal(load_shards(one), load_shards(two))
+    assert [s["targets"] for s in m1["shards"]] == [s["targets"] for s in m2["shards"]]
+    assert len(load_shards(one)) == 20 and (one / "synthetic.png").is_file()
+
+
+def test_shards_round_trip_and_quantize_reads_the_folder(tiny, tmp_path, capsys):
+    from dfqvit.cli import main
+
+    syn = tmp_path / "syn"
+    assert main(["synthesize", "--quiet", "--iterations", "2", "--num-images", "12", "--batch-size", "5",
+                 "--out", str(syn)]) == 0
+    manifest = json.loads((syn / "manifest.json").read_text())
+    assert [s["images"] for s in manifest["shards"]] == [5, 5, 2]
+    images = load_shards(syn)
+    parts = [torch.load(syn / s["file"], weights_only=True)["images"] for s in manifest["shards"]]
+    assert torch.equal(images, torch.cat(parts))
+    assert main(["quantize", "--quiet", "--images", str(syn), "--preset", "basic", "--out", str(tmp_path / "q")]) == 0
+    report = json.loads((tmp_path / "q" / "report.json").read_text())
+    assert report["quantize"]["calibration_images"] == 12
+
+
+@pytest.mark.parametrize("stop_at", ["boundary", "inside"])
+def test_resume_from_a_shard_boundary_or_inside_a_shard_gives_the_straight_run(tiny, tmp_path, stop_at):
+    method = get_method("dfq-vit")
+    opts = SynthesisOptions(num_images=12, batch_size=4, iterations=6, checkpoint_every=2, seed=5)
+    args = (observable_copy(tiny.model), method, (3, 32, 32), 10, (0.5,) * 3, (0.5,) * 3, opts)
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    synthesize_shards(*args, straight, progress=False)
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / SHARD_PATTERN.format(0)).write_bytes((straight / SHARD_PATTERN.format(0)).read_bytes())
+    if stop_at == "inside":  # shard 1 interrupted at iteration 3, its checkpoint left behind
+
+        def interrupt(_b, it):
+            if it == 3:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            synthesize_images(*args[:6], shard_options(opts, 1), checkpoint_path=part / SHARD_CHECKPOINT.format(1),
+                              progress=False, on_iteration=interrupt)
+        assert (part / SHARD_CHECKPOINT.format(1)).is_file()
+    synthesize_shards(*args, part, resume=True, progress=False)
+    for i in range(3):
+        a = torch.load(straight / SHARD_PATTERN.format(i), weights_only=True)
+        b = torch.load(part / SHARD_PATTERN.format(i), weights_only=True)
+        assert torch.equal(a["images"], b["images"]) and torch.equal(a["targets"], b["targets"])
+    assert not (part / SHARD_CHECKPOINT.format(1)).exists()
