@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..passes import run_with_hooks
+
 
 class CorrectedBlock(nn.Module):
     """A transformer block plus an optional additive correction of its output."""
@@ -47,15 +49,13 @@ def _outputs_per_batch(blocks: list[nn.Module], model: nn.Module, images: torch.
     """Every chosen block's output, batch by batch: outs[batch][block]."""
     per_batch: list[list[torch.Tensor]] = []
     current: list[torch.Tensor] = []
-    handles = [b.register_forward_hook(lambda _m, _i, o: current.append(o.detach())) for b in blocks]
-    try:
-        for start in range(0, len(images), batch_size):
-            current.clear()
-            model(images[start:start + batch_size])
-            per_batch.append(list(current))
-    finally:
-        for h in handles:
-            h.remove()
+
+    def end_of_batch(*_):
+        per_batch.append(list(current))
+        current.clear()
+
+    run_with_hooks(model, images, batch_size, forward_hooks=[(b, lambda _m, _i, o: current.append(o.detach()))
+                                                             for b in blocks] + [(model, end_of_batch)])
     return per_batch
 
 

@@ -47,6 +47,16 @@ class DistillOptions:
             raise ConfigError(f"distillation batch size must be >= 1, got {self.batch_size}")
 
 
+def step_keeping_scales_positive(optim: torch.optim.Optimizer, loss: torch.Tensor, scales: list[torch.Tensor]) -> None:
+    """One optimiser step on learned step sizes (and whatever else learns), then keep every scale > 0."""
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    with torch.no_grad():
+        for s in scales:
+            s.clamp_(min=EPS)
+
+
 def head_wise_attention_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
     """KL(teacher ‖ student) per head and query row, averaged over blocks."""
     total = 0.0
@@ -101,12 +111,7 @@ def distill(qmodel: QuantizedViT, teacher: nn.Module, images: torch.Tensor, opti
                 att = head_wise_attention_loss(s_rec.values, [t.detach() for t in t_rec.values])
                 loss = loss + options.attention_weight * att
                 last["attention_kl"] = att.item()
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            with torch.no_grad():
-                for s in scales:
-                    s.clamp_(min=EPS)
+            step_keeping_scales_positive(optim, loss, scales)
     finally:
         for r in (s_rec, t_rec):
             if r is not None:

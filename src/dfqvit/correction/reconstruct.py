@@ -20,8 +20,10 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..models.attention import find_blocks
+from ..passes import StopForward, run_with_hooks
 from ..quant.modules import _QuantWeighted
-from ..quant.quantizers import EPS, UniformQuantizer
+from ..quant.quantizers import UniformQuantizer
+from .distill import step_keeping_scales_positive
 
 ZETA, GAMMA = 1.1, -0.1  # AdaRound's stretch of the sigmoid, so h reaches exactly 0 and 1
 
@@ -72,28 +74,15 @@ class AdaRoundWeight(nn.Module):
         return (1 - (2 * self.gate() - 1).abs().pow(beta)).sum()
 
 
-class _StopForward(Exception):
-    pass
-
-
-@torch.no_grad()
 def _block_inputs(model: nn.Module, block: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """The inputs `block` receives when `model` runs on `images` (the forward stops there)."""
     got: list[torch.Tensor] = []
 
     def grab(_m, args):
         got.append(args[0].detach().clone())
-        raise _StopForward
+        raise StopForward
 
-    handle = block.register_forward_pre_hook(grab)
-    try:
-        for start in range(0, len(images), batch_size):
-            try:
-                model(images[start:start + batch_size])
-            except _StopForward:
-                pass
-    finally:
-        handle.remove()
+    run_with_hooks(model, images, batch_size, pre_hooks=[(block, grab)])
     return torch.cat(got)
 
 
@@ -137,12 +126,7 @@ def reconstruct_block(q_block: nn.Module, fp_block: nn.Module, x_q: torch.Tensor
             if step >= warm:
                 beta = 20 + (2 - 20) * (step - warm) / max(options.steps - warm, 1)
                 loss = loss + options.round_weight * sum(layer.weight_override.regulariser(beta) for layer in layers)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            with torch.no_grad():
-                for s in scales:
-                    s.clamp_(min=EPS)
+            step_keeping_scales_positive(optim, loss, scales)
     finally:
         for g in groups:
             for p in g["params"]:

@@ -17,12 +17,9 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..models.attention import find_blocks
+from ..passes import StopForward, run_with_hooks
 from .modules import QuantLinear
 from .quantizers import fake_quant_affine
-
-
-class _StopForward(Exception):
-    pass
 
 
 @torch.no_grad()
@@ -83,18 +80,9 @@ def gptq_quantize(qmodel: nn.Module, images: torch.Tensor, batch_size: int = 32,
             hessians[id(module)] += 2 * x.T @ x
             seen[id(module)] += x.shape[0]
             if module is _last:
-                raise _StopForward
+                raise StopForward
 
-        handles = [m.register_forward_pre_hook(grab) for m in layers]
-        try:
-            for start in range(0, len(images), batch_size):
-                try:
-                    qmodel(images[start:start + batch_size])
-                except _StopForward:
-                    pass
-        finally:
-            for h in handles:
-                h.remove()
+        run_with_hooks(qmodel, images, batch_size, pre_hooks=[(m, grab) for m in layers])
         for m in layers:
             if not seen[id(m)]:
                 continue

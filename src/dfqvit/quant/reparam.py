@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..passes import run_with_hooks
 from .modules import QuantLinear
 from .observers import make_observer
 from .quantizers import UniformQuantizer, affine_params
@@ -111,18 +112,10 @@ def reparameterize(qmodel: nn.Module, images: torch.Tensor, batch_size: int = 32
         pairs += [(attn, proj, _Fold.value_scale, False) for attn, proj in attention_output_pairs(qmodel)]
     if not pairs:
         return 0
-    observers, handles = [], []
-    for _, linear, _, _ in pairs:
-        kind, _, percentile = linear.input_quantizer._observer_args
-        obs = make_observer(kind, -1, percentile)
-        observers.append(obs)
-        handles.append(linear.register_forward_pre_hook(lambda _m, args, o=obs: o.update(args[0])))
-    try:
-        for start in range(0, len(images), batch_size):
-            qmodel(images[start:start + batch_size])
-    finally:
-        for h in handles:
-            h.remove()
+    observers = [make_observer(linear.input_quantizer._observer_args[0], -1, linear.input_quantizer._observer_args[2])
+                 for _, linear, _, _ in pairs]
+    run_with_hooks(qmodel, images, batch_size, pre_hooks=[(linear, lambda _m, args, o=obs: o.update(args[0]))
+                                                          for (_, linear, _, _), obs in zip(pairs, observers)])
     for (producer, linear, fold, shifts), obs in zip(pairs, observers):
         quantizer = linear.input_quantizer
         probe = UniformQuantizer(quantizer.bits)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..passes import run_with_hooks
 from .modules import QuantLinear
 from .quantizers import TwinUniformQuantizer, UniformQuantizer
 
@@ -73,13 +74,7 @@ def search_linear_inputs(qmodel: nn.Module, images: torch.Tensor, batch_size: in
               and isinstance(m.input_quantizer, (UniformQuantizer, TwinUniformQuantizer))
               and getattr(m.input_quantizer, "channel_axis", None) is None]
     samplers = [RowSampler(ROWS_PER_LAYER, gen) for _ in layers]
-    handles = [m.register_forward_pre_hook(s) for m, s in zip(layers, samplers)]
-    try:
-        for start in range(0, len(images), batch_size):
-            qmodel(images[start:start + batch_size])
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_hooks(qmodel, images, batch_size, pre_hooks=list(zip(layers, samplers)))
     changed = 0
     for layer, sampler in zip(layers, samplers):
         x = sampler.sample()
