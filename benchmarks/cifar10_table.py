@@ -56,7 +56,7 @@ def main() -> None:
                  f"CIFAR-10 {short} (FP {results.data['fp']['top1']:.1f}), quantizer '{preset}'", preset)
         for m in ("dfq-vit", "real"):
             imgs, _ = calibration_images(loaded, get_method(m), opts.__class__(**{**opts.__dict__, "seed": 0}),
-                                         "cifar10/calib" if m == "real" else None, a.device)
+                                         "cifar10/calib", a.device)
             image_grid(imgs, loaded, RESULTS / "grids" / f"cifar10_{short}_{m}.png")
         print(md)
 

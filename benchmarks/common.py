@@ -68,7 +68,10 @@ def eval_set(loaded: LoadedModel, folder: str, limit: int | None = None, per_cla
 
 def calibration_images(loaded: LoadedModel, method: Method, options: SynthesisOptions, calib_folder: str | None = None,
                        device: str = "auto") -> tuple[torch.Tensor, float]:
-    """(images, seconds it took to make them); synthesized once per key, then read from the cache."""
+    """(images, seconds it took to make them); synthesized once per key, then read from the cache.
+
+    The key holds `calib_folder` for every method (as run_grid passes it): pass the same folder
+    to find the images a table made."""
     spec = {"model": loaded.name, "args": loaded.arch_kwargs, "method": method.to_dict(), "options": asdict(options),
             "calib": calib_folder}
     key = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -48,7 +48,7 @@ def main() -> None:
     for preset in presets:
         plot(results, NAMES, cols, __import__("pathlib").Path(f"{a.out}-{preset}.png"),
              f"ImageNet ViT-Tiny (FP {results.data['fp']['top1']:.1f}), quantizer '{preset}'", preset)
-    syn, _ = calibration_images(loaded, get_method("dfq-vit"), opts, None, a.device)
+    syn, _ = calibration_images(loaded, get_method("dfq-vit"), opts, "imagenet/calib", a.device)
     image_grid(syn, loaded, RESULTS / "grids" / "imagenet_dfq-vit.png")
     real, _ = calibration_images(loaded, get_method("real"), opts, "imagenet/calib", a.device)
     image_grid(real, loaded, RESULTS / "grids" / "imagenet_real.png")

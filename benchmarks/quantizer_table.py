@@ -31,6 +31,10 @@ VARIANTS = {
     "+output-error ranges": {"base": "basic", "act_search": "output"},
     "strong": {"base": "strong"},
     "strong + reconstruction": {"base": "strong", "reconstruct_steps": 100},
+    # the strong preset with one part taken out: which parts help with synthetic images?
+    "strong − GPTQ": {"base": "strong", "weight_rounding": "nearest"},
+    "strong − output search": {"base": "strong", "act_search": "none"},
+    "strong − GPTQ − search": {"base": "strong", "weight_rounding": "nearest", "act_search": "none"},
 }
 ROWS = [row("noise", "noise"), row("real", "real"), row("dfq-vit", "dfq-vit"), row("real + ACM", "real", acm=1),
         row("dfq-vit + ACM", "dfq-vit", acm=1)]

@@ -24,12 +24,12 @@ class Preset:
     description: str = ""
 
 
-STRONG = {"reparam": "postln", "softmax_quantizer": "logsqrt2", "gelu_quantizer": "twin", "act_search": "output",
+STRONG = {"reparam": "postln", "softmax_quantizer": "auto", "gelu_quantizer": "twin", "act_search": "output",
           "weight_observer": "mse", "weight_rounding": "gptq"}
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("basic", {}, 0, "min-max per-channel weights (nearest), percentile per-tensor activations, log2 softmax"),
     Preset("strong", STRONG, 0,
-           "RepQ-ViT post-LayerNorm reparameterization, log√2 softmax, twin-uniform post-GELU, output-error "
+           "RepQ-ViT post-LayerNorm reparameterization, log√2 softmax (log2 below 4 bits), twin-uniform post-GELU, output-error "
            "Linear-input ranges, MSE-searched GPTQ weights"),
     Preset("strong+recon", STRONG, 100,
            "strong + 100 steps of block reconstruction per block"),

@@ -23,7 +23,7 @@ class QuantConfig:
     weight_observer: str = "minmax"
     act_observer: str = "percentile"
     percentile: float = 99.99
-    softmax_quantizer: str = "log2"  # log2 | logsqrt2 | uniform
+    softmax_quantizer: str = "log2"  # log2 | logsqrt2 | auto (log√2 at ≥ 4 bits, else log2) | uniform
     gelu_quantizer: str = "uniform"  # fc2 input: uniform | twin
     reparam: str = "none"  # per-channel ranges folded into the float parameters: none | postln (RepQ-ViT) | all
     act_search: str = "none"  # none | output: Linear-input ranges chosen by the layer's output error
