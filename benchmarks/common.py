@@ -123,10 +123,18 @@ class Results:
         self.save()
 
     def save(self) -> None:
+        """Merge with the cells on disk first (under a lock): two scripts may fill one file."""
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, default=str) + "\n")
-        os.replace(tmp, self.path)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.is_file():
+                on_disk = json.loads(self.path.read_text()).get("cells", {})
+                self.data["cells"] = {**on_disk, **self.data["cells"]}
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(self.data, indent=1, default=str) + "\n")
+            os.replace(tmp, self.path)
 
 
 # ---------------------------------------------------------------------------------------------

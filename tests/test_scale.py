@@ -13,8 +13,8 @@ from dfqvit.models.attention import PointRecorder, attention_modules
 from dfqvit.synthesis import SynthesisOptions, get_method
 from dfqvit.synthesis.losses import LOSS_TERMS, SynthesisContext, make_targets, random_attention_priors
 from dfqvit.synthesis.loop import synthesize_images
-from dfqvit.synthesis.sharded import (SHARD_CHECKPOINT, SHARD_PATTERN, load_shards, read_manifest, shard_options,
-                                      synthesize_shards)
+from dfqvit.synthesis.sharded import (SHARD_CHECKPOINT, SHARD_PATTERN, ShardImages, load_shards, open_shards,
+                                      read_manifest, shard_options, synthesize_shards)
 
 # Computed by dfqvit 0.2's first implementation of each term (before the loop and KDE were made faster)
 # on the fixed inputs of the test below.
@@ -71,6 +71,38 @@ def test_shards_round_trip_and_quantize_reads_the_folder(tiny, tmp_path, capsys)
     assert main(["quantize", "--quiet", "--images", str(syn), "--preset", "basic", "--out", str(tmp_path / "q")]) == 0
     report = json.loads((tmp_path / "q" / "report.json").read_text())
     assert report["quantize"]["calibration_images"] == 12
+
+
+def test_a_large_shard_set_is_streamed_and_calibrates_exactly_as_in_memory(tiny, tmp_path):
+    from dfqvit import api
+    from dfqvit.cli import main
+    from dfqvit.correction.distill import DistillOptions
+    from dfqvit.presets import quant_config
+
+    syn = tmp_path / "syn"
+    assert main(["synthesize", "--quiet", "--method", "noise", "--num-images", "23", "--batch-size", "6",
+                 "--out", str(syn)]) == 0
+    whole = load_shards(syn)
+    stream = open_shards(syn, max_bytes_in_memory=whole[0].numel() * 4 * 10)  # 23 images do not fit in 10
+    assert isinstance(stream, ShardImages) and len(stream) == 23 and stream.shape == whole.shape
+    assert isinstance(open_shards(syn), torch.Tensor)  # small sets are simply loaded
+    assert torch.equal(stream[4:15], whole[4:15]) and torch.equal(stream[-1], whole[-1])
+    assert torch.equal(stream[torch.tensor([22, 0, 7, 6])], whole[[22, 0, 7, 6]])
+    with pytest.raises(IndexError):
+        stream[23]
+    stream.shard_reads = 0
+
+    cfg = quant_config("strong", w_bits=4, a_bits=8)
+    distill = DistillOptions(steps=2, batch_size=8, seed=0)
+    q_mem, _ = api.quantize(tiny, whole, cfg, acm_every=1, distill_options=distill, device="cpu", batch_size=8,
+                            progress=False)
+    q_str, info = api.quantize(tiny, stream, cfg, acm_every=1, distill_options=distill, device="cpu", batch_size=8,
+                               progress=False)
+    x = whole[:8]
+    with torch.no_grad():
+        assert torch.equal(q_mem(x), q_str(x))
+    assert info["calibration_images"] == 23 and info["calibration_streamed_from"] == str(syn)
+    assert stream.shard_reads > 4 * 4  # every pass read the shards from disk again: one shard in memory at a time
 
 
 @pytest.mark.parametrize("stop_at", ["boundary", "inside"])

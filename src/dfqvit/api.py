@@ -82,8 +82,10 @@ def real_images(loaded: LoadedModel, folder: str | Path | None, n: int, seed: in
 
 
 def check_images(images: Any, loaded: LoadedModel, source: str = "images") -> torch.Tensor:
-    """Calibration images must be a float N×C×H×W tensor of the model's input size."""
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
+    """Calibration images must be a float N×C×H×W tensor (or a streamed shard set) of the model's input size."""
+    from .synthesis.sharded import ShardImages
+
+    if not isinstance(images, (torch.Tensor, ShardImages)) or images.dim() != 4 or not images.is_floating_point():
         raise DataError(f"{source}: expected a float tensor N×C×H×W of images")
     if tuple(images.shape[1:]) != _input_size(loaded):
         raise DataError(f"{source}: images are {tuple(images.shape[1:])}, the model takes {_input_size(loaded)}")
@@ -110,6 +112,8 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
     t0 = time.perf_counter()
     qmodel = QuantizedViT(loaded.model, config).to(dev)
     info: dict[str, Any] = {"quant_config": config.to_dict(), "calibration_images": len(images)}
+    if not isinstance(images, torch.Tensor):
+        info["calibration_streamed_from"] = str(images.directory)  # a shard set, read shard by shard
     if config.reparam != "none":
         info["reparameterized_layers"] = reparameterize(qmodel, images, batch_size, config.reparam == "all")
     calibrate(qmodel, images, batch_size, progress)

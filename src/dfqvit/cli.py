@@ -189,14 +189,15 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
 
 
 def _read_images(path: str) -> torch.Tensor:
-    """A `dfqvit synthesize` output folder (shards + manifest), or a single synthetic.pt."""
+    """A `dfqvit synthesize` output folder (shards + manifest; streamed shard by shard above 1 GiB),
+    or a single synthetic.pt."""
     from .errors import DataError
 
     p = Path(path)
     if p.is_dir():
-        from .synthesis.sharded import load_shards
+        from .synthesis.sharded import open_shards
 
-        return load_shards(p)
+        return open_shards(p)
     if not p.is_file():
         raise DataError(f"--images {p}: file not found")
     try:

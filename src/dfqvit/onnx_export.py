@@ -3,9 +3,10 @@
 The graph holds, at exactly the points dfqvit quantizes:
 - weights as integer initializers (uint8 codes, per output channel scale and zero point)
   feeding `DequantizeLinear`, already transposed for `MatMul` (axis 1), so ONNX Runtime
-  can fuse them into integer kernels; codes of 4 bits and below are the same uint8 codes
-  (their values fit the narrower width; `weight_type="uint4"` stores 4-bit ones as UINT4,
-  opset 21);
+  can fuse them into integer kernels; codes of 4 bits and below are stored as the same uint8
+  codes, one per byte (their values fit the narrower width). The graph is opset 17, where
+  DequantizeLinear has no 4-bit type (UINT4 arrives in opset 21); the safetensors artefact is
+  the bit-packed one;
 - activations (Linear inputs, q·kᵀ and attn·v inputs) as `QuantizeLinear → DequantizeLinear`
   pairs, per tensor, uint8; narrower activations get a `Clip` to their b-bit range first,
   which makes the uint8 pair round exactly as the b-bit quantizer does;

@@ -146,3 +146,90 @@ def load_shards(directory: str | Path, limit: int | None = None) -> torch.Tensor
             break
     images = torch.cat(out)
     return images if limit is None else images[:limit]
+
+
+class ShardImages:
+    """A shard folder's images, read one shard at a time as a quantization pass asks for them.
+
+    The passes ask for `images[a:b]` in order (and distillation for random index batches); only
+    the shard being read is held in memory, so a set of thousands of 224-px images calibrates in
+    the memory of one shard. It offers what the passes use of a tensor: `len`, `shape`, `dtype`,
+    `device`, `dim()`, `is_floating_point()`, `to(device)` and indexing by int, slice or index tensor.
+    """
+
+    def __init__(self, directory: str | Path, device: torch.device | str = "cpu") -> None:
+        self.directory = Path(directory)
+        shards = read_manifest(self.directory)["shards"]
+        if not shards:
+            raise DataError(f"{self.directory}: the manifest lists no shards")
+        self.files = [s["file"] for s in shards]
+        self.starts = [0]
+        for s in shards:
+            self.starts.append(self.starts[-1] + int(s["images"]))
+        self.device = torch.device(device)
+        self._cached: tuple[int, torch.Tensor] | None = None
+        self.shard_reads = 0  # how many times a shard was read from disk (tests, diagnostics)
+        first = self._shard(0)
+        self.shape = torch.Size((self.starts[-1], *first.shape[1:]))
+        self.dtype = first.dtype
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def to(self, device: torch.device | str) -> "ShardImages":
+        if torch.device(device) == self.device:
+            return self
+        other = object.__new__(ShardImages)
+        other.__dict__.update(self.__dict__)
+        other.device = torch.device(device)
+        return other
+
+    def _shard(self, index: int) -> torch.Tensor:
+        if self._cached is None or self._cached[0] != index:
+            images = torch.load(self.directory / self.files[index], map_location="cpu", weights_only=True)["images"]
+            expected = self.starts[index + 1] - self.starts[index]
+            if len(images) != expected:
+                raise DataError(f"{self.directory / self.files[index]}: holds {len(images)} images, the manifest says {expected}")
+            self._cached = (index, images)
+            self.shard_reads += 1
+        return self._cached[1]
+
+    def _gather(self, indices: torch.Tensor) -> torch.Tensor:
+        """Images at `indices` (any order), reading each shard they touch once."""
+        import bisect
+
+        out = torch.empty((len(indices), *self.shape[1:]), dtype=self.dtype)
+        shard_of = torch.tensor([bisect.bisect_right(self.starts, int(i)) - 1 for i in indices], dtype=torch.long)
+        for s in shard_of.unique().tolist():
+            where = (shard_of == s).nonzero().flatten()
+            out[where] = self._shard(s)[indices[where] - self.starts[s]]
+        return out
+
+    def __getitem__(self, key: int | slice | torch.Tensor | list[int]) -> torch.Tensor:
+        n = len(self)
+        if isinstance(key, int):
+            if not -n <= key < n:
+                raise IndexError(f"image {key} of {n}")
+            return self[key % n:key % n + 1][0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            indices = torch.arange(start, stop, step, dtype=torch.long)
+        else:
+            indices = torch.as_tensor(key, dtype=torch.long).cpu().flatten()
+            if len(indices) and (indices.min() < -n or indices.max() >= n):
+                raise IndexError(f"index out of range for {n} images")
+            indices = indices % n
+        return self._gather(indices).to(self.device)
+
+
+def open_shards(directory: str | Path, max_bytes_in_memory: int = 2**30) -> torch.Tensor | ShardImages:
+    """A shard folder's images: one tensor when they fit in `max_bytes_in_memory`, else streamed."""
+    stream = ShardImages(directory)
+    per_image = stream.shape[1:].numel() * stream.dtype.itemsize
+    return load_shards(directory) if len(stream) * per_image <= max_bytes_in_memory else stream
