@@ -9,6 +9,7 @@ SOURCES = [
     row("psaq + ACM", "psaq", acm=1),
     row("dfq-vit without ACM", "dfq-vit"),
     row("dfq-vit (E2H + ACM)", "dfq-vit", acm=1),
+    row("dfq-vit (E2H + ACM shrunk)", "dfq-vit", acm=1, acm_variant="shrunk"),
     row("mimiq", "mimiq"),
     row("mimiq + distillation", "mimiq", distill=200),
     row("sardfq", "sardfq"),

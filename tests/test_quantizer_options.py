@@ -179,3 +179,34 @@ def test_faithful_psaq_entropy_matches_the_published_formula_in_numpy():
         f = -(p + 1e-4) * np.log(p + 1e-4)
         expected = np.sum((f[1:] + f[:-1]) / 2 * np.diff(grid))
         assert got[i] == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_auto_preset_uses_gptq_only_with_real_images():
+    from dfqvit.cli import _preset, build_parser
+    from dfqvit.presets import resolve_preset
+
+    parse = build_parser().parse_args
+    assert _preset(parse(["run"])) == "strong-synthetic"
+    assert _preset(parse(["run", "--method", "real"])) == "strong"
+    assert _preset(parse(["quantize", "--images", "syn/"])) == "strong-synthetic"
+    assert _preset(parse(["quantize", "--calib-data", "calib/"])) == "strong"
+    assert _preset(parse(["run", "--method", "real", "--preset", "basic"])) == "basic"
+    assert quant_config(resolve_preset("auto", False)).weight_rounding == "nearest"
+    assert quant_config(resolve_preset("auto", True)).weight_rounding == "gptq"
+    differs = {k for k, v in quant_config("strong-synthetic").to_dict().items()
+               if v != quant_config("strong").to_dict()[k]}
+    assert differs == {"weight_rounding", "reparam_skip_blocks"}
+
+
+def test_reparameterization_can_leave_the_first_blocks_per_tensor(tiny, calib, digits_heldout):
+    x = digits_heldout[0][:32]
+    q = QuantizedViT(tiny.model, QuantConfig(reparam="postln", reparam_skip_blocks=1))
+    assert reparameterize(q, calib, attention_output=False, skip_blocks=1) == 6  # qkv and fc1 of blocks 1..3
+    original, blocks = tiny.model.blocks, q.model.blocks
+    assert torch.equal(blocks[0].block.norm1.weight, original[0].norm1.weight)  # block 0 untouched
+    assert torch.equal(blocks[0].block.norm2.weight, original[0].norm2.weight)
+    assert not torch.equal(blocks[1].block.norm1.weight, original[1].norm1.weight)  # block 1 folded
+    q.set_mode("float")
+    with torch.no_grad():
+        assert torch.allclose(q(x), tiny.model(x), atol=1e-4, rtol=0)
+    assert "(from block 1)" in " ".join(QuantConfig(reparam="postln", reparam_skip_blocks=1).parts())

@@ -115,7 +115,8 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
     if not isinstance(images, torch.Tensor):
         info["calibration_streamed_from"] = str(images.directory)  # a shard set, read shard by shard
     if config.reparam != "none":
-        info["reparameterized_layers"] = reparameterize(qmodel, images, batch_size, config.reparam == "all")
+        info["reparameterized_layers"] = reparameterize(qmodel, images, batch_size, config.reparam == "all",
+                                                         config.reparam_skip_blocks)
     calibrate(qmodel, images, batch_size, progress)
     if config.act_search == "output":
         info["searched_input_ranges"] = search_linear_inputs(qmodel, images, batch_size)

@@ -58,14 +58,15 @@ def _synthesis_args(p: argparse.ArgumentParser) -> None:
 
 
 def _quant_args(p: argparse.ArgumentParser) -> None:
-    from .presets import DEFAULT_PRESET, PRESETS
+    from .presets import AUTO, DEFAULT_PRESET, PRESETS
     from .correction.acm import ACM_VARIANTS
     from .quant.config import ACT_SEARCHES, REPARAMS, WEIGHT_ROUNDINGS
     from .quant.quantizers import GELU_QUANTIZERS, SOFTMAX_QUANTIZERS
     from .quant.observers import OBSERVERS
 
     g = p.add_argument_group("quantization (unset options take the preset's value)")
-    g.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS), help="quantizer preset")
+    g.add_argument("--preset", default=DEFAULT_PRESET, choices=[AUTO, *PRESETS],
+                   help="quantizer preset; auto: strong for real calibration images, strong-synthetic (no GPTQ) otherwise")
     g.add_argument("--w-bits", type=int, default=4, help="weight bits, 2..8")
     g.add_argument("--a-bits", type=int, default=8, help="activation bits, 2..8")
     g.add_argument("--head-bits", type=int, default=8, help="classifier weight and input bits")
@@ -74,6 +75,8 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--act-observer", default=None, choices=list(OBSERVERS), help="activation range search")
     g.add_argument("--reparam", default=None, choices=list(REPARAMS),
                    help="fold per-channel ranges into float parameters: postln (RepQ-ViT) or all (+ attention output)")
+    g.add_argument("--reparam-skip-blocks", type=int, default=None,
+                   help="the first N blocks keep per-tensor post-LayerNorm inputs (synthetic images misjudge their scales)")
     g.add_argument("--act-search", default=None, choices=list(ACT_SEARCHES),
                    help="output: choose Linear-input ranges by the layer's output error")
     g.add_argument("--softmax-quantizer", default=None, choices=list(SOFTMAX_QUANTIZERS),
@@ -101,11 +104,23 @@ def _class_names(a: argparse.Namespace):
     return read_class_names(a.class_names) if a.class_names else None
 
 
+def _preset(a: argparse.Namespace) -> str:
+    """The preset name, `auto` resolved by the calibration source: real images or not."""
+    from .presets import resolve_preset
+
+    if hasattr(a, "images"):  # `quantize`: synthetic images from --images, else real ones
+        real = a.images is None
+    else:
+        real = a.method == "real"
+    return resolve_preset(a.preset, real)
+
+
 def _quant_config(a: argparse.Namespace):
     from .presets import quant_config
 
-    return quant_config(a.preset, w_bits=a.w_bits, a_bits=a.a_bits, head_bits=a.head_bits, embed_bits=a.embed_bits,
+    return quant_config(_preset(a), w_bits=a.w_bits, a_bits=a.a_bits, head_bits=a.head_bits, embed_bits=a.embed_bits,
                         weight_observer=a.weight_observer, act_observer=a.act_observer, reparam=a.reparam,
+                        reparam_skip_blocks=a.reparam_skip_blocks,
                         act_search=a.act_search,
                         softmax_quantizer=a.softmax_quantizer, gelu_quantizer=a.gelu_quantizer,
                         weight_rounding=a.weight_rounding)
@@ -115,7 +130,7 @@ def _reconstruct_steps(a: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .presets import get_preset
 
-    steps = get_preset(a.preset).reconstruct_steps if a.reconstruct_steps is None else a.reconstruct_steps
+    steps = get_preset(_preset(a)).reconstruct_steps if a.reconstruct_steps is None else a.reconstruct_steps
     if steps < 0:
         raise ConfigError(f"--reconstruct-steps must be >= 0, got {steps}")
     return steps
@@ -139,7 +154,8 @@ def _run_options(a: argparse.Namespace, **extra):
                    terms=terms or ("logits",))
     return RunOptions(
         model=a.model, checkpoint=a.checkpoint, model_args=a.model_args, model_config=a.model_config,
-        class_names=_class_names(a), method=a.method, quant=_quant_config(a), synthesis=_synthesis_options(a),
+        class_names=_class_names(a), method=a.method, quant=_quant_config(a), preset=_preset(a),
+        synthesis=_synthesis_options(a),
         schedule=a.schedule, acm_every=a.acm_every, acm_variant=a.acm_variant, distill_steps=a.distill_steps,
         distill_terms=terms, distill_lr=a.distill_lr, distill_weight_lr=a.distill_weight_lr,
         reconstruct_steps=_reconstruct_steps(a), calib_data=a.calib_data, data=a.data, out=a.out,
@@ -247,7 +263,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
                                     reconstruct_options=recon, acm_variant=a.acm_variant or "mean")
         save_quantized(qmodel, loaded, stage / "quantized.safetensors")
         write_report(stage, {"model": loaded.name, "model_args": loaded.arch_kwargs, "calibration_source": source,
-                             "quantize": info})
+                             "preset": _preset(a), "quantize": info})
     print(f"wrote {a.out}/quantized.safetensors")
     return 0
 

@@ -32,6 +32,7 @@ class RunOptions:
     class_names: list[str] | None = None
     method: str = DEFAULT_METHOD
     quant: QuantConfig = field(default_factory=QuantConfig)
+    preset: str | None = None  # the preset `quant` came from (recorded in the report)
     synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)
     schedule: str | None = None  # override the method's crop schedule
     acm_every: int | None = None  # override the method's γ
@@ -230,6 +231,7 @@ def run(opts: RunOptions) -> dict[str, Any]:
             "model": loaded.name,
             "model_args": loaded.arch_kwargs,
             "method": method.to_dict(),
+            "preset": opts.preset,
             "parts_run": parts_run(method, opts.quant, len(syn.images), distill_opts, recon, qinfo),
             "seed": opts.synthesis.seed,
             "device": str(api.resolve_device(opts.device)),

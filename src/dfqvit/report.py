@@ -18,6 +18,8 @@ def write_report(directory: Path, report: dict[str, Any]) -> None:
     if q:
         lines.append(f"- bits: W{q['w_bits']}A{q['a_bits']} (head {q['head_bits']}, patch-embed {q['embed_bits']}, "
                      f"observers: weights {q['weight_observer']}, activations {q['act_observer']})")
+    if report.get("preset"):
+        lines.append(f"- quantizer preset: `{report['preset']}`")
     parts = report.get("parts_run")
     if parts:
         lines.append(f"- parts run: {', '.join(parts)}")

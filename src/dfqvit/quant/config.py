@@ -26,6 +26,7 @@ class QuantConfig:
     softmax_quantizer: str = "log2"  # log2 | logsqrt2 | auto (log√2 at ≥ 4 bits, else log2) | uniform
     gelu_quantizer: str = "uniform"  # fc2 input: uniform | twin
     reparam: str = "none"  # per-channel ranges folded into the float parameters: none | postln (RepQ-ViT) | all
+    reparam_skip_blocks: int = 0  # the first N blocks keep per-tensor post-LayerNorm inputs (see quant/reparam.py)
     act_search: str = "none"  # none | output: Linear-input ranges chosen by the layer's output error
     weight_rounding: str = "nearest"  # nearest | gptq (second-order error compensation on the calibration images)
 
@@ -46,6 +47,8 @@ class QuantConfig:
                                      (self.act_search, ACT_SEARCHES, "activation range search")):
             if value not in choices:
                 raise ConfigError(f"unknown {what} '{value}' (choose from {', '.join(choices)})")
+        if self.reparam_skip_blocks < 0:
+            raise ConfigError(f"reparam-skip-blocks must be >= 0, got {self.reparam_skip_blocks}")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
 
@@ -54,7 +57,7 @@ class QuantConfig:
         out = []
         if self.reparam != "none":
             out.append("reparameterized post-LayerNorm" + (" and attention-output" if self.reparam == "all" else "")
-                       + " activations")
+                       + " activations" + (f" (from block {self.reparam_skip_blocks})" if self.reparam_skip_blocks else ""))
         if self.act_search != "none":
             out.append(f"{self.act_search}-error activation ranges")
         if self.softmax_quantizer != "log2":
