@@ -12,7 +12,7 @@ from dfqvit.presets import quant_config
 from dfqvit.quant.config import QuantConfig
 from dfqvit.quant.gptq import gptq_weight
 from dfqvit.quant.quantizers import LogQuantizer, TwinUniformQuantizer, UniformQuantizer, fake_quant_affine
-from dfqvit.quant.reparam import reparameterize
+from dfqvit.quant.reparam import reparam_pairs, reparameterize
 from dfqvit.quant.wrap import QuantizedViT
 from dfqvit.calibration import calibrate
 
@@ -209,4 +209,5 @@ def test_reparameterization_can_leave_the_first_blocks_per_tensor(tiny, calib, d
     q.set_mode("float")
     with torch.no_grad():
         assert torch.allclose(q(x), tiny.model(x), atol=1e-4, rtol=0)
+    assert len(reparam_pairs(QuantizedViT(tiny.model, QuantConfig()), only_blocks=1)) == 2  # block 0 alone
     assert "(from block 1)" in " ".join(QuantConfig(reparam="postln", reparam_skip_blocks=1).parts())

@@ -38,16 +38,19 @@ def _window_padding(block: nn.Module) -> bool:
     return any(r % w for r, w in zip(res, win))
 
 
-def reparam_pairs(model: nn.Module, skip_blocks: int = 0) -> list[tuple[nn.LayerNorm, QuantLinear]]:
-    """(LayerNorm, the Linear that reads it) pairs that can be folded, but none of the first
-    `skip_blocks` transformer blocks."""
+def reparam_pairs(model: nn.Module, skip_blocks: int = 0,
+                  only_blocks: int | None = None) -> list[tuple[nn.LayerNorm, QuantLinear]]:
+    """(LayerNorm, the Linear that reads it) pairs that can be folded, none of the first
+    `skip_blocks` transformer blocks (and, with `only_blocks`, none after the first that many)."""
     pairs, block = [], -1
     for module in model.modules():
         candidates = []
         is_block = hasattr(module, "norm1") and hasattr(module, "attn")
         block += is_block
-        if is_block and block < skip_blocks:
+        if is_block and (block < skip_blocks or (only_blocks is not None and block >= only_blocks)):
             continue
+        if not is_block and only_blocks is not None and block >= only_blocks - 1:
+            continue  # a Swin patch merging after the last block asked for
         if is_block and not _window_padding(module):
             candidates.append((module.norm1, getattr(getattr(module.attn, "inner", module.attn), "qkv", None)))
         if hasattr(module, "norm2") and hasattr(getattr(module, "mlp", None), "fc1"):
@@ -106,7 +109,7 @@ class _Fold:
 
 @torch.no_grad()
 def reparameterize(qmodel: nn.Module, images: torch.Tensor, batch_size: int = 32,
-                   attention_output: bool = True, skip_blocks: int = 0) -> int:
+                   attention_output: bool = True, skip_blocks: int = 0, only_blocks: int | None = None) -> int:
     """Calibrate post-LayerNorm inputs per channel and fold the scales; return how many layers were folded.
 
     Runs on the float path (quantizers in 'float' mode), before the other observers, so
@@ -115,7 +118,7 @@ def reparameterize(qmodel: nn.Module, images: torch.Tensor, batch_size: int = 32
     wrong, and folded into qkv / fc1 the wrong scales misplace the weights' 4-bit grid (measured
     on the ImageNet ViT-Tiny: block 0 alone costs ~5 points at W4A8 with DFQ-ViT images).
     """
-    pairs = [(norm, linear, _Fold.layernorm, True) for norm, linear in reparam_pairs(qmodel, skip_blocks)]
+    pairs = [(norm, linear, _Fold.layernorm, True) for norm, linear in reparam_pairs(qmodel, skip_blocks, only_blocks)]
     if attention_output:
         pairs += [(attn, proj, _Fold.value_scale, False) for attn, proj in attention_output_pairs(qmodel)]
     if not pairs:
