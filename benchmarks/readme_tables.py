@@ -33,30 +33,80 @@ def table(name: str, rows: list[tuple[str, str, str]], cols: list[str], std: boo
     return "\n".join(lines)
 
 
+GAP_ROWS = [  # (label, results file, row, preset)
+    ("**default: dfq-vit + ACM**", "quantizer_imagenet", "dfq-vit + ACM", "strong-synthetic"),
+    ("dfq-vit, no ACM", "quantizer_imagenet", "dfq-vit", "strong-synthetic"),
+    ("real + ACM, same quantizer", "quantizer_imagenet", "real + ACM", "strong-synthetic"),
+    ("real, same quantizer", "quantizer_imagenet", "real", "strong-synthetic"),
+    ("real + ACM, its best quantizer", "data_gap", "real + ACM", "strong"),
+    ("real, its best quantizer", "data_gap", "real, no ACM", "strong"),
+    ("noise, same quantizer", "quantizer_imagenet", "noise", "strong-synthetic"),
+    ("dfq-vit + ACM (shrunk)", "data_gap", "dfq-vit + ACM (shrunk)", "strong-synthetic"),
+    ("dfq-vit + ACM (agree)", "data_gap", "dfq-vit + ACM (agree)", "strong-synthetic"),
+    ("mimiq + ACM", "data_gap", "mimiq + ACM", "strong-synthetic"),
+    ("psaq (faithful) + ACM", "data_gap", "psaq (faithful) + ACM", "strong-synthetic"),
+    ("dfq-vit + ACM (mean)", "data_gap", "dfq-vit + ACM", "strong"),
+    ("dfq-vit + ACM (shrunk)", "data_gap", "dfq-vit + ACM (shrunk)", "strong"),
+    ("dfq-vit + ACM (agree)", "data_gap", "dfq-vit + ACM (agree)", "strong"),
+    ("dfq-vit + ACM (channel)", "data_gap", "dfq-vit + ACM (channel)", "strong"),
+    ("dfq-vit, no ACM", "data_gap", "dfq-vit, no ACM", "strong"),
+    ("real + ACM (shrunk)", "data_gap", "real + ACM (shrunk)", "strong"),
+    ("real + ACM (agree)", "data_gap", "real + ACM (agree)", "strong"),
+    ("real + ACM (channel)", "data_gap", "real + ACM (channel)", "strong"),
+    ("noise + ACM", "data_gap", "noise + ACM", "strong"),
+]
+
+
+def gap_table(cols: list[str]) -> str:
+    sums = {name: summarize(Results(RESULTS / f"{name}.json", {})) for name in ("quantizer_imagenet", "data_gap")}
+    lines = ["| calibration | quantizer | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
+    for label, name, row, preset in GAP_ROWS:
+        got = sums[name].get(preset, {}).get(row)
+        if got:
+            lines.append(f"| {label} | {preset} | " + " | ".join(cell(got.get(c)) for c in cols) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     q = []
     for src in ("noise", "real", "dfq-vit"):
         for preset in ("basic", "+reparam (RepQ post-LN)", "+log√2 softmax", "+twin post-GELU", "+MSE weights",
                        "+GPTQ (MSE) weights", "+output-error ranges", "strong", "strong − GPTQ", "strong − output search",
-                       "strong − GPTQ − search", "strong + reconstruction"):
-            q.append((src, preset, src))
-    for src in ("real + ACM", "dfq-vit + ACM"):
-        for preset in ("strong", "strong − GPTQ"):
+                       "strong − GPTQ − search", "strong-synthetic", "strong + reconstruction"):
             q.append((src, preset, src))
     print("## ImageNet quantizer\n")
     print(table("quantizer_imagenet", q, ["W8A8", "W6A6", "W4A8", "W4A4"]))
-    gap = json.loads((RESULTS / "data_gap.json").read_text()) if (RESULTS / "data_gap.json").is_file() else {}
-    rows = sorted({k.split("|")[0] for k in gap.get("cells", {})})
     print("\n## Data gap\n")
-    print(table("data_gap", [(n, "strong", n) for n in rows], ["W8A8", "W4A8"]))
+    print(gap_table(["W8A8", "W4A8"]))
+    print("\n## Swap\n")
+    print(swap_table())
+    diag = RESULTS / "diagnosis_imagenet" / "report.md"
+    if diag.is_file():
+        print("\n## Diagnosis\n")
+        print(diag.read_text().split("\n\n")[2])
     for m in ("deit", "swin"):
         path = RESULTS / f"cifar10_{m}.json"
         if path.is_file():
-            names = sorted({k.split("|")[0] for k in json.loads(path.read_text())["cells"]})
-            presets = sorted({k.split("|")[2] for k in json.loads(path.read_text())["cells"]})
+            cells = json.loads(path.read_text())["cells"]
+            names = sorted({k.split("|")[0] for k in cells})
+            presets = sorted({k.split("|")[2] for k in cells})
             print(f"\n## CIFAR-10 {m}\n")
             print(table(f"cifar10_{m}", [(n, p, n) for n in names for p in presets],
                         ["W8A8", "W6A6", "W4A8", "W4A4", "W4A3", "W3A3"], std=True))
+
+
+def swap_table() -> str:
+    path = RESULTS / "swap_calibration.json"
+    if not path.is_file():
+        return "(swap_calibration.json not measured yet)"
+    cells = json.loads(path.read_text())["cells"]
+    base = json.loads((RESULTS / "quantizer_imagenet.json").read_text())["cells"]
+    rows = [("all stages on DFQ-ViT images", base.get("dfq-vit|W4A8|strong − GPTQ|seed0"))]
+    rows += [(k.split("|")[0], v) for k, v in cells.items()]
+    rows += [("all stages on real images", base.get("real|W4A8|strong − GPTQ|seed0"))]
+    lines = ["| W4A8, strong − GPTQ, no ACM | top-1 / agreement / KL |", "| --- | --- |"]
+    lines += [f"| {name} | {v['top1']:.1f} / {v['agreement']:.1f} / {v['kl']:.3f} |" for name, v in rows if v]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -44,5 +44,7 @@ def test_cli_run_writes_report_model_and_grid(tmp_path):
     import json
 
     report = json.loads((out / "report.json").read_text())
-    assert report["method"]["name"] == "dfq-vit" and report["quantize"]["acm_blocks"]
+    # the default data-free combination: DFQ-ViT images, preset auto → strong-synthetic, no ACM
+    assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic"
+    assert report["quantize"]["acm_every"] == 0 and not report["quantize"]["acm_blocks"]
     assert not (tmp_path / "out.partial").exists()

@@ -21,6 +21,7 @@ from .utils import check_device
 
 CHECKPOINT_NAME = "synthesis_checkpoint.pt"
 DEFAULT_METHOD = "dfq-vit"
+DEFAULT_ACM_EVERY = 0  # `dfqvit run` without --method: ACM off (measured: it hurts with synthetic images)
 
 
 @dataclass
