@@ -34,8 +34,8 @@ def table(name: str, rows: list[tuple[str, str, str]], cols: list[str], std: boo
 
 
 GAP_ROWS = [  # (label, results file, row, preset)
-    ("**default: dfq-vit + ACM**", "quantizer_imagenet", "dfq-vit + ACM", "strong-synthetic"),
-    ("dfq-vit, no ACM", "quantizer_imagenet", "dfq-vit", "strong-synthetic"),
+    ("**default: dfq-vit, no ACM**", "quantizer_imagenet", "dfq-vit", "strong-synthetic"),
+    ("dfq-vit + ACM", "quantizer_imagenet", "dfq-vit + ACM", "strong-synthetic"),
     ("real + ACM, same quantizer", "quantizer_imagenet", "real + ACM", "strong-synthetic"),
     ("real, same quantizer", "quantizer_imagenet", "real", "strong-synthetic"),
     ("real + ACM, its best quantizer", "data_gap", "real + ACM", "strong"),
