@@ -16,6 +16,14 @@ def cell(v: dict | None, std: bool = False) -> str:
     return f"{v['top1']:.1f}{s} / {v['agreement']:.1f} / {v['kl']:.3f}"
 
 
+def rows_markdown(entries: list[tuple[str, str, dict | None]], cols: list[str], std: bool = False) -> str:
+    """entries: (label, preset, summarized cells or None); rows without cells are left out."""
+    lines = ["| calibration | quantizer | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
+    lines += [f"| {label} | {preset} | " + " | ".join(cell(got.get(c), std) for c in cols) + " |"
+              for label, preset, got in entries if got]
+    return "\n".join(lines)
+
+
 def table(name: str, rows: list[tuple[str, str, str]], cols: list[str], std: bool = False) -> str:
     """rows: (label, preset, row name) looked up in results/<name>.json."""
     path = RESULTS / f"{name}.json"
@@ -23,14 +31,8 @@ def table(name: str, rows: list[tuple[str, str, str]], cols: list[str], std: boo
         return f"({path.name} not measured yet)"
     r = Results(path, {})
     s = summarize(r)
-    fp = r.data["fp"]["top1"]
-    lines = [f"FP top-1 {fp:.1f}. Cells: top-1 % / agreement with FP % / KL(FP ‖ quantized).", "",
-             "| calibration | quantizer | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
-    for label, preset, row in rows:
-        got = s.get(preset, {}).get(row)
-        if got:
-            lines.append(f"| {label} | {preset} | " + " | ".join(cell(got.get(c), std) for c in cols) + " |")
-    return "\n".join(lines)
+    head = f"FP top-1 {r.data['fp']['top1']:.1f}. Cells: top-1 % / agreement with FP % / KL(FP ‖ quantized).\n\n"
+    return head + rows_markdown([(label, preset, s.get(preset, {}).get(row)) for label, preset, row in rows], cols, std)
 
 
 GAP_ROWS = [  # (label, results file, row, preset)
@@ -59,12 +61,8 @@ GAP_ROWS = [  # (label, results file, row, preset)
 
 def gap_table(cols: list[str]) -> str:
     sums = {name: summarize(Results(RESULTS / f"{name}.json", {})) for name in ("quantizer_imagenet", "data_gap")}
-    lines = ["| calibration | quantizer | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
-    for label, name, row, preset in GAP_ROWS:
-        got = sums[name].get(preset, {}).get(row)
-        if got:
-            lines.append(f"| {label} | {preset} | " + " | ".join(cell(got.get(c)) for c in cols) + " |")
-    return "\n".join(lines)
+    return rows_markdown([(label, preset, sums[name].get(preset, {}).get(row))
+                          for label, name, row, preset in GAP_ROWS], cols)
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ def test_the_default_combination_is_the_one_the_readme_names():
     assert found, "README must name the default data-free combination"
     method, preset = found.group(1), found.group(2)
     every = 0 if found.group(3) == "no ACM" else int(found.group(4))
-    args = apply_default_combination(build_parser().parse_args(["run"]), ["run"])
+    args = apply_default_combination(build_parser().parse_args(["run"]))
     assert (args.method, args.preset, args.acm_every) == (method, preset, every)
     # naming the method gives it as published (DFQ-ViT: ACM every block)
-    named = apply_default_combination(build_parser().parse_args(["run", "--method", method]), ["run", "--method", method])
+    named = apply_default_combination(build_parser().parse_args(["run", "--method", method]))
     assert named.acm_every is None and get_method(method).acm_every == 1

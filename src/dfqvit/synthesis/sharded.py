@@ -129,11 +129,15 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def _shard_images(directory: Path, file: str) -> torch.Tensor:
+    return torch.load(directory / file, map_location="cpu", weights_only=True)["images"]
+
+
 def iter_shards(directory: str | Path) -> Iterator[torch.Tensor]:
     """The images of a shard folder, one shard (one batch) at a time."""
     directory = Path(directory)
     for shard in read_manifest(directory)["shards"]:
-        yield torch.load(directory / shard["file"], map_location="cpu", weights_only=True)["images"]
+        yield _shard_images(directory, shard["file"])
 
 
 def load_shards(directory: str | Path, limit: int | None = None) -> torch.Tensor:
@@ -192,7 +196,7 @@ class ShardImages:
 
     def _shard(self, index: int) -> torch.Tensor:
         if self._cached is None or self._cached[0] != index:
-            images = torch.load(self.directory / self.files[index], map_location="cpu", weights_only=True)["images"]
+            images = _shard_images(self.directory, self.files[index])
             expected = self.starts[index + 1] - self.starts[index]
             if len(images) != expected:
                 raise DataError(f"{self.directory / self.files[index]}: holds {len(images)} images, the manifest says {expected}")
@@ -202,10 +206,8 @@ class ShardImages:
 
     def _gather(self, indices: torch.Tensor) -> torch.Tensor:
         """Images at `indices` (any order), reading each shard they touch once."""
-        import bisect
-
         out = torch.empty((len(indices), *self.shape[1:]), dtype=self.dtype)
-        shard_of = torch.tensor([bisect.bisect_right(self.starts, int(i)) - 1 for i in indices], dtype=torch.long)
+        shard_of = torch.bucketize(indices, torch.tensor(self.starts[1:]), right=True)
         for s in shard_of.unique().tolist():
             where = (shard_of == s).nonzero().flatten()
             out[where] = self._shard(s)[indices[where] - self.starts[s]]
@@ -232,4 +234,4 @@ def open_shards(directory: str | Path, max_bytes_in_memory: int = 2**30) -> torc
     """A shard folder's images: one tensor when they fit in `max_bytes_in_memory`, else streamed."""
     stream = ShardImages(directory)
     per_image = stream.shape[1:].numel() * stream.dtype.itemsize
-    return load_shards(directory) if len(stream) * per_image <= max_bytes_in_memory else stream
+    return stream[:] if len(stream) * per_image <= max_bytes_in_memory else stream
