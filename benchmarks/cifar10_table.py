@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--num-images", type=int, default=32)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tag", default="", help="suffix of the result files (e.g. -n128 for a run with --num-images 128)")
     a = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cols = [f"W{w}A{act}" for w, act in BITS]
@@ -38,7 +39,7 @@ def main() -> None:
         loaded = load(MODELS[short])
         x, y = eval_set(loaded, "cifar10/val", per_class=100)
         opts = SynthesisOptions(num_images=a.num_images, batch_size=a.num_images, iterations=a.iterations)
-        out = RESULTS / f"cifar10_{short}"
+        out = RESULTS / f"cifar10_{short}{a.tag}"
         results = Results(out.with_suffix(".json"), {
             "model": f"{MODELS[short]}", "eval": "cifar10/val, first 100 per class (1,000 images)",
             "calibration": "cifar10/calib", "num_images": a.num_images, "iterations": a.iterations,
@@ -57,7 +58,7 @@ def main() -> None:
         for m in ("dfq-vit", "real"):
             imgs, _ = calibration_images(loaded, get_method(m), opts.__class__(**{**opts.__dict__, "seed": 0}),
                                          "cifar10/calib", a.device)
-            image_grid(imgs, loaded, RESULTS / "grids" / f"cifar10_{short}_{m}.png")
+            image_grid(imgs, loaded, RESULTS / "grids" / f"cifar10_{short}{a.tag}_{m}.png")
         print(md)
 
 

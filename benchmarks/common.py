@@ -25,7 +25,8 @@ from dfqvit.quant.config import QuantConfig
 from dfqvit.synthesis import Method, SynthesisOptions
 
 ROOT = Path(__file__).resolve().parent
-SHARED = (ROOT.parent / ".." / "shared").resolve()
+# ../shared beside the checkout; DFQVIT_SHARED points elsewhere (a GPU machine gets a copy inside the repo)
+SHARED = Path(os.environ.get("DFQVIT_SHARED", ROOT.parent / ".." / "shared")).resolve()
 CACHE = ROOT / "cache"
 RESULTS = ROOT / "results"
 
@@ -66,16 +67,22 @@ def eval_set(loaded: LoadedModel, folder: str, limit: int | None = None, per_cla
     return x, y
 
 
+def cache_path(loaded: LoadedModel, method: Method, options: SynthesisOptions, calib_folder: str | None = None,
+               ) -> tuple[Path, dict[str, Any]]:
+    """Where calibration_images keeps the images of (model, method, options, calib folder), and that spec."""
+    spec = {"model": loaded.name, "args": loaded.arch_kwargs, "method": method.to_dict(), "options": asdict(options),
+            "calib": calib_folder}
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return CACHE / f"syn-{method.name}-{key}.pt", spec
+
+
 def calibration_images(loaded: LoadedModel, method: Method, options: SynthesisOptions, calib_folder: str | None = None,
                        device: str = "auto") -> tuple[torch.Tensor, float]:
     """(images, seconds it took to make them); synthesized once per key, then read from the cache.
 
     The key holds `calib_folder` for every method (as run_grid passes it): pass the same folder
     to find the images a table made."""
-    spec = {"model": loaded.name, "args": loaded.arch_kwargs, "method": method.to_dict(), "options": asdict(options),
-            "calib": calib_folder}
-    key = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = CACHE / f"syn-{method.name}-{key}.pt"
+    path, spec = cache_path(loaded, method, options, calib_folder)
     if path.is_file():
         d = torch.load(path, weights_only=True)
         return d["images"], float(d["seconds"])
@@ -149,14 +156,18 @@ def row(name: str, method: str, acm: int = 0, distill: int = 0, acm_variant: str
 def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, rows: list[dict],
              bits: list[tuple[int, int]], presets: list[str], seeds: list[int], synthesis: SynthesisOptions,
              calib_folder: str | None, results: Results, device: str = "auto", log=print,
-             preset_overrides: dict[str, dict] | None = None) -> None:
-    """Fill `results` cell by cell (skipping cells it already has)."""
+             preset_overrides: dict[str, dict] | None = None, fp: dict | None = None,
+             deadline: float | None = None) -> None:
+    """Fill `results` cell by cell (skipping cells it already has).
+
+    `fp`: the FP reference (fp_reference) when the caller has it; `deadline`: a time.monotonic()
+    after which no new cell starts (a time-boxed run on a lent GPU)."""
     from dataclasses import replace
 
     from dfqvit.presets import get_preset, quant_config
     from dfqvit.synthesis import get_method
 
-    fp = fp_reference(loaded, eval_x, eval_y, device)
+    fp = fp or fp_reference(loaded, eval_x, eval_y, device)
     results.data["fp"] = {"top1": fp["top1"], "images_per_s": fp["images_per_s"], "images": len(eval_y)}
     results.save()
     for r in rows:
@@ -169,6 +180,9 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                     key = f"{r['name']}|W{w}A{a}|{preset}|seed{seed}"
                     if results.has(key):
                         continue
+                    if deadline is not None and time.monotonic() > deadline:
+                        log(f"{key}: skipped, past the deadline")
+                        return
                     if images is None:
                         images, syn_s = calibration_images(loaded, method, opts, calib_folder, device)
                     extra = (preset_overrides or {}).get(preset, {})
@@ -259,8 +273,13 @@ def plot(results: Results, rows: list[str], cols: list[str], path: Path, title: 
     plt.close(fig)
 
 
-def image_grid(images: torch.Tensor, loaded: LoadedModel, path: Path, nrow: int = 8) -> None:
+def image_grid(images: torch.Tensor, loaded: LoadedModel, path: Path, nrow: int = 8, limit: int | None = None,
+               size: int | None = None) -> None:
+    """A grid of the first `limit` images, each resized to `size` px (keeps 224-px grids small in git)."""
     from dfqvit.synthesis.loop import save_grid
 
+    images = images[:limit] if limit else images
+    if size:
+        images = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_grid(images, loaded.data_config["mean"], loaded.data_config["std"], path)

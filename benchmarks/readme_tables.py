@@ -59,6 +59,20 @@ GAP_ROWS = [  # (label, results file, row, preset)
 ]
 
 
+GPU_GAP_ROWS = [  # (label, row of imagenet_gpu.json); quantizer strong-synthetic on both sides
+    ("**default: dfq-vit, 128 images, no ACM**", "dfq-vit 128 images"),
+    ("dfq-vit, 128 images + ACM", "dfq-vit 128 images + ACM"),
+    ("dfq-vit, 32 images (the papers'), no ACM", "dfq-vit without ACM"),
+    ("real + ACM", "real + ACM"),
+    ("real", "real"),
+]
+
+
+def gpu_gap_table(cols: list[str]) -> str:
+    s = summarize(Results(RESULTS / "imagenet_gpu.json", {})).get("strong-synthetic", {})
+    return rows_markdown([(label, "strong-synthetic", s.get(row)) for label, row in GPU_GAP_ROWS], cols, std=True)
+
+
 def gap_table(cols: list[str]) -> str:
     sums = {name: summarize(Results(RESULTS / f"{name}.json", {})) for name in ("quantizer_imagenet", "data_gap")}
     return rows_markdown([(label, preset, sums[name].get(preset, {}).get(row))
@@ -74,7 +88,12 @@ def main() -> None:
             q.append((src, preset, src))
     print("## ImageNet quantizer\n")
     print(table("quantizer_imagenet", q, ["W8A8", "W6A6", "W4A8", "W4A4"]))
-    print("\n## Data gap\n")
+    print("\n## ImageNet, every method, 500 iterations (GPU)\n")
+    gpu_md = RESULTS / "imagenet_gpu.md"  # written by imagenet_gpu.py --report-only
+    print(gpu_md.read_text() if gpu_md.is_file() else "(imagenet_gpu.md not written yet)")
+    print("\n## Data gap (GPU, 500 iterations)\n")
+    print(gpu_gap_table(["W8A8", "W4A8"]))
+    print("\n## Data gap (CPU, 200 iterations)\n")
     print(gap_table(["W8A8", "W4A8"]))
     print("\n## Swap\n")
     print(swap_table())

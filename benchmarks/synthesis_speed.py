@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import torch
 
@@ -45,6 +46,16 @@ def bare_step_ms(model, x: torch.Tensor, iters: int, amp: bool) -> float:
     return (time.perf_counter() - t0) / iters * 1000
 
 
+def aten_calls(fn, iterations: int) -> float:
+    """ATen operator calls per iteration (torch.profiler, CPU side): on a GPU each is roughly one
+    kernel launch, and a small model at batch 32 is bound by launches, not arithmetic."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / iterations
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None)
@@ -54,6 +65,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--count-ops", action="store_true",
+                   help="also count ATen calls per iteration (profiled, so not timed; the launch count on a GPU)")
     a = p.parse_args()
     device = torch.device(a.device)
     if a.model_config:
@@ -73,6 +86,9 @@ def main() -> None:
     bare = bare_step_ms(model, x, a.iterations, a.amp)
     out = {"model": loaded.name, "batch": a.batch_size, "input": size, "amp": a.amp, "machine": machine(),
            "bare_forward_backward_ms": bare, "methods": {}}
+    if a.count_ops:
+        out["bare_aten_calls"] = aten_calls(lambda: bare_step_ms(model, x, 2, a.amp), 5)  # 3 warm-up + 2
+        print(f"  bare: {out['bare_aten_calls']:.0f} ATen calls per iteration")
     print(f"{loaded.name} {size} batch {a.batch_size} on {device}{' bf16' if a.amp else ''}: "
           f"bare forward+backward {bare:.1f} ms")
     for name in a.methods.split(","):
@@ -90,8 +106,15 @@ def main() -> None:
         ms = (time.perf_counter() - t0) / (a.iterations * rounds) * 1000
         out["methods"][name] = {"ms_per_iteration": ms, "ratio_to_bare": ms / bare}
         print(f"  {name:10s} {ms:8.1f} ms/iteration  ×{ms / bare:.2f}")
+        if a.count_ops:
+            calls = aten_calls(lambda: synthesize_images(
+                model, method, size, loaded.num_classes, loaded.data_config["mean"], loaded.data_config["std"],
+                replace(opts, iterations=2), device, progress=False), 2 * rounds)
+            out["methods"][name].update(aten_calls=calls, aten_calls_ratio=calls / out["bare_aten_calls"])
+            print(f"  {'':10s} {calls:8.0f} ATen calls/iteration  ×{calls / out['bare_aten_calls']:.2f}")
     tag = (a.model or (a.model_config and loaded.name) or "tiny").replace("/", "_") + f"_{device.type}"
     tag += "_bf16" if a.amp else ""
+    tag += "_ops" if a.count_ops else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"synthesis_speed_{tag}.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
 

@@ -13,13 +13,21 @@ def test_the_default_combination_is_the_one_the_readme_names():
     from dfqvit.synthesis import get_method
 
     text = README.read_text()
-    found = re.search(r"Default data-free combination: method `([^`]+)`, preset `([^`]+)`, (no ACM|ACM every (\d+) block)",
-                      text)
+    found = re.search(r"Default data-free combination: method `([^`]+)`, (\d+) images, preset `([^`]+)`, "
+                      r"(no ACM|ACM every (\d+) block)", text)
     assert found, "README must name the default data-free combination"
-    method, preset = found.group(1), found.group(2)
-    every = 0 if found.group(3) == "no ACM" else int(found.group(4))
+    method, images, preset = found.group(1), int(found.group(2)), found.group(3)
+    every = 0 if found.group(4) == "no ACM" else int(found.group(5))
     args = apply_default_combination(build_parser().parse_args(["run"]))
-    assert (args.method, args.preset, args.acm_every) == (method, preset, every)
-    # naming the method gives it as published (DFQ-ViT: ACM every block)
+    assert (args.method, args.num_images, args.preset, args.acm_every) == (method, images, preset, every)
+    # the Python API's default combination is the same one
+    from dfqvit.pipeline import default_run_options
+    from dfqvit.presets import resolve_preset
+
+    api = default_run_options()
+    assert (api.method, api.synthesis.num_images, api.acm_every) == (method, images, every)
+    assert api.preset == resolve_preset(preset, real_images=False)
+    # naming the method gives it as published (DFQ-ViT: ACM every block, the papers' 32 images)
     named = apply_default_combination(build_parser().parse_args(["run", "--method", method]))
-    assert named.acm_every is None and get_method(method).acm_every == 1
+    assert named.acm_every is None and get_method(method).acm_every == 1 and named.num_images == 32
+    assert apply_default_combination(build_parser().parse_args(["run", "--num-images", "8"])).num_images == 8
