@@ -48,3 +48,18 @@ def test_cli_run_writes_report_model_and_grid(tmp_path):
     assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic"
     assert report["quantize"]["acm_every"] == 0 and not report["quantize"]["acm_blocks"]
     assert not (tmp_path / "out.partial").exists()
+
+
+def test_python_default_run_options_run_the_cli_default_combination(tmp_path):
+    import json
+
+    from dfqvit.pipeline import default_run_options, run
+    from dfqvit.synthesis import SynthesisOptions
+
+    assert default_run_options().synthesis.num_images == 128
+    opts = default_run_options(synthesis=SynthesisOptions(num_images=4, iterations=2), out=str(tmp_path / "o"),
+                               progress=False)
+    run(opts)
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic"
+    assert report["quantize"]["acm_every"] == 0 and not report["quantize"]["acm_blocks"]

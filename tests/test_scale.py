@@ -132,3 +132,27 @@ def test_resume_from_a_shard_boundary_or_inside_a_shard_gives_the_straight_run(t
         b = torch.load(part / SHARD_PATTERN.format(i), weights_only=True)
         assert torch.equal(a["images"], b["images"]) and torch.equal(a["targets"], b["targets"])
     assert not (part / SHARD_CHECKPOINT.format(1)).exists()
+
+
+def test_loss_terms_give_the_same_values_with_blocks_stacked_as_one_by_one(tiny, monkeypatch):
+    """On a GPU the per-block terms run on all blocks at once (fewer kernel launches); the values
+    and gradients must be those of the block-by-block path the CPU takes."""
+    from dfqvit.synthesis import losses
+
+    model = observable_copy(tiny.model)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    recs = {p: PointRecorder(model, p) for p in ("head_output_point", "probs_point")}
+    logits = model(x)
+    priors = random_attention_priors(4, (8, 8), torch.Generator().manual_seed(2))
+    ctx = SynthesisContext(model, x, logits, make_targets(4, 10, torch.Generator().manual_seed(1)),
+                           attention_modules(model), recs["head_output_point"].values, recs["probs_point"].values,
+                           torch.Generator().manual_seed(3), 0, 10, 1, priors)
+    for name in ("entropy", "entropy_psaq", "head_agreement", "attention_prior"):
+        one = LOSS_TERMS[name](ctx)
+        (g_one,) = torch.autograd.grad(one, x, retain_graph=True)
+        monkeypatch.setattr(losses, "STACK_BLOCKS_ON", {"cpu"})
+        stacked = LOSS_TERMS[name](ctx)
+        (g_stacked,) = torch.autograd.grad(stacked, x, retain_graph=True)
+        monkeypatch.setattr(losses, "STACK_BLOCKS_ON", {"cuda"})
+        assert float(stacked) == pytest.approx(float(one), rel=1e-5, abs=1e-6), name
+        assert torch.allclose(g_stacked, g_one, rtol=1e-4, atol=1e-6), name
