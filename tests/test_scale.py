@@ -154,5 +154,5 @@ def test_loss_terms_give_the_same_values_with_blocks_stacked_as_one_by_one(tiny,
         stacked = LOSS_TERMS[name](ctx)
         (g_stacked,) = torch.autograd.grad(stacked, x, retain_graph=True)
         monkeypatch.setattr(losses, "STACK_BLOCKS_ON", {"cuda"})
-        assert float(stacked) == pytest.approx(float(one), rel=1e-5, abs=1e-6), name
+        assert float(stacked.detach()) == pytest.approx(float(one.detach()), rel=1e-5, abs=1e-6), name
         assert torch.allclose(g_stacked, g_one, rtol=1e-4, atol=1e-6), name

@@ -15,7 +15,13 @@ import torch
 
 from .errors import DfqvitError
 
-Formatter = argparse.ArgumentDefaultsHelpFormatter
+class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except None: an option whose default depends on others says so."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -46,7 +52,7 @@ def _synthesis_args(p: argparse.ArgumentParser) -> None:
                         "dfq-vit images, 128 of them, preset auto, no ACM (the best data-free combination measured)")
     g.add_argument("--calib-data", default=None, help="ImageNet-layout folder for --method real")
     g.add_argument("--num-images", type=int, default=None,
-                   help="calibration images to make or take (default 32, the papers'; `run` without --method: 128)")
+                   help="calibration images to make or take (default: 32, the papers'; 128 for `run` without --method)")
     g.add_argument("--batch-size", type=int, default=32, help="images optimised together")
     g.add_argument("--iterations", type=int, default=500, help="per round")
     g.add_argument("--lr", type=float, default=0.2, help="Adam learning rate of the images")
