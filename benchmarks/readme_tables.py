@@ -101,7 +101,7 @@ def main() -> None:
     if diag.is_file():
         print("\n## Diagnosis\n")
         print(diag.read_text().split("\n\n")[2])
-    for m in ("deit", "swin"):
+    for m in ("deit", "swin", "deit-n128"):  # deit-n128: cifar10_table.py --num-images 128 --tag=-n128
         path = RESULTS / f"cifar10_{m}.json"
         if path.is_file():
             cells = json.loads(path.read_text())["cells"]
