@@ -36,7 +36,7 @@ def table(name: str, rows: list[tuple[str, str, str]], cols: list[str], std: boo
 
 
 GAP_ROWS = [  # (label, results file, row, preset)
-    ("**default: dfq-vit, no ACM**", "quantizer_imagenet", "dfq-vit", "strong-synthetic"),
+    ("dfq-vit, 32 images, no ACM", "quantizer_imagenet", "dfq-vit", "strong-synthetic"),
     ("dfq-vit + ACM", "quantizer_imagenet", "dfq-vit + ACM", "strong-synthetic"),
     ("real + ACM, same quantizer", "quantizer_imagenet", "real + ACM", "strong-synthetic"),
     ("real, same quantizer", "quantizer_imagenet", "real", "strong-synthetic"),
