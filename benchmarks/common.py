@@ -153,6 +153,11 @@ def row(name: str, method: str, acm: int = 0, distill: int = 0, acm_variant: str
             "overrides": overrides}
 
 
+def cell_key(name: str, w_bits: int, a_bits: int, preset: str, seed: int) -> str:
+    """A cell's key in a Results file: row|WxAy|preset|seedN (summarize splits it back)."""
+    return f"{name}|W{w_bits}A{a_bits}|{preset}|seed{seed}"
+
+
 def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, rows: list[dict],
              bits: list[tuple[int, int]], presets: list[str], seeds: list[int], synthesis: SynthesisOptions,
              calib_folder: str | None, results: Results, device: str = "auto", log=print,
@@ -177,7 +182,7 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
             images = None
             for preset in presets:
                 for w, a in bits:
-                    key = f"{r['name']}|W{w}A{a}|{preset}|seed{seed}"
+                    key = cell_key(r["name"], w, a, preset, seed)
                     if results.has(key):
                         continue
                     if deadline is not None and time.monotonic() > deadline:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from common import (RESULTS, Results, cache_path, calibration_images, eval_set, fp_reference, image_grid, load,
-                    machine, markdown, plot, row, run_grid, summarize)
+from common import (RESULTS, Results, cache_path, calibration_images, cell_key, eval_set, fp_reference, image_grid,
+                    load, machine, markdown, plot, row, run_grid, summarize)
 from dfqvit.synthesis import SynthesisOptions, get_method
 
 PRESET = "strong-synthetic"
@@ -111,8 +111,7 @@ def main() -> None:
             continue
         opts = replace(opts, iterations=a.iterations)
         method = get_method(r["method"]).with_options(**r["overrides"])
-        todo = [b for b in bits
-                if any(not results.has(f"{r['name']}|W{b[0]}A{b[1]}|{PRESET}|seed{sd}") for sd in seeds)]
+        todo = [b for b in bits if any(not results.has(cell_key(r["name"], *b, PRESET, sd)) for sd in seeds)]
         if not todo:
             continue
         path, _ = cache_path(loaded, method, opts, "imagenet/calib")
@@ -136,7 +135,7 @@ def main() -> None:
             if not out.exists():
                 torch.save({**d, "images": d["images"].half()}, out)
         for b, sd in [(b, sd) for b in todo for sd in seeds]:
-            c = results.data["cells"].get(f"{r['name']}|W{b[0]}A{b[1]}|{PRESET}|seed{sd}")
+            c = results.data["cells"].get(cell_key(r["name"], *b, PRESET, sd))
             if c:
                 cell_s.append(c["quantize_s"] + len(y) / c["images_per_s"])
         log(f"{r['name']}: {time.monotonic() - t0:.0f} s")

@@ -109,12 +109,14 @@ def main() -> None:
         out["methods"][name] = {"ms_per_iteration": ms, "ratio_to_bare": ms / bare}
         print(f"  {name:10s} {ms:8.1f} ms/iteration  ×{ms / bare:.2f}")
         if a.count_ops:  # counted on the path a GPU takes: per-block terms stacked
-            losses.STACK_BLOCKS_ON.add(device.type)
-            calls = aten_calls(lambda: synthesize_images(
-                model, method, size, loaded.num_classes, loaded.data_config["mean"], loaded.data_config["std"],
-                replace(opts, iterations=2), device, progress=False), 2 * rounds)
-            if device.type != "cuda":
-                losses.STACK_BLOCKS_ON.discard(device.type)
+            default = losses.STACK_BLOCKS_ON
+            losses.STACK_BLOCKS_ON = default | {device.type}
+            try:
+                calls = aten_calls(lambda: synthesize_images(
+                    model, method, size, loaded.num_classes, loaded.data_config["mean"], loaded.data_config["std"],
+                    replace(opts, iterations=2), device, progress=False), 2 * rounds)
+            finally:
+                losses.STACK_BLOCKS_ON = default
             out["methods"][name].update(aten_calls=calls, aten_calls_ratio=calls / out["bare_aten_calls"])
             print(f"  {'':10s} {calls:8.0f} ATen calls/iteration  ×{calls / out['bare_aten_calls']:.2f}")
     tag = (a.model or (a.model_config and loaded.name) or "tiny").replace("/", "_") + f"_{device.type}"

@@ -15,13 +15,12 @@ import torch
 
 from .errors import DfqvitError
 
+
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, except None: an option whose default depends on others says so."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         return action.help if action.default is None else super()._get_help_string(action)
-
-
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:

@@ -82,11 +82,7 @@ def _block_groups(ctx: SynthesisContext, tensors: list[torch.Tensor]) -> list[tu
 
 def _stacked_patch_tokens(ctx: SynthesisContext) -> list[torch.Tensor]:
     """Head-averaged attn·v outputs, prefix tokens dropped, stacked per group: (K, B', N, d)."""
-    out = []
-    for idx, stacked in _block_groups(ctx, ctx.head_outputs):
-        tokens = stacked.mean(dim=2)
-        out.append(tokens if ctx.attention[idx[0]].is_window else tokens[..., ctx.num_prefix_tokens:, :])
-    return out
+    return [_patch_tokens(ctx, idx[0], stacked.mean(dim=2)) for idx, stacked in _block_groups(ctx, ctx.head_outputs)]
 
 
 def kde_entropy(samples: torch.Tensor, grid_points: int = 10) -> torch.Tensor:
@@ -217,22 +213,19 @@ def head_disagreements(per_head: torch.Tensor) -> torch.Tensor:
     return (1.0 - mean_cos).flatten(1).mean(dim=1)
 
 
-def projected_head_outputs(attn: ObservableAttention, head_out: torch.Tensor) -> torch.Tensor:
-    """Each head's contribution to the block output: attn·v of head h through its slice of proj.
-
-    Heads' raw outputs live in different value sub-spaces; through the projection they share
-    the model space, where comparing them means something.
-    """
-    return _projected(_proj_weight(attn)[None], head_out[None])[0]
-
-
 def _proj_weight(attn: ObservableAttention) -> torch.Tensor:
+    """The attention's output projection weight (C, H·d)."""
     proj = attn.inner.proj
     return getattr(proj, "inner", proj).weight  # QuantLinear wraps the Linear
 
 
 def _projected(weights: torch.Tensor, head_out: torch.Tensor) -> torch.Tensor:
-    """weights (K, C, H·d), head_out (K, B, H, N, d) → (K, B, H, N, C)."""
+    """Each head's contribution to the block output: attn·v of head h through its slice of proj.
+    weights (K, C, H·d), head_out (K, B, H, N, d) → (K, B, H, N, C).
+
+    Heads' raw outputs live in different value sub-spaces; through the projection they share
+    the model space, where comparing them means something.
+    """
     k, b, h, n, d = head_out.shape
     return torch.einsum("kbhnd,kchd->kbhnc", head_out, weights.reshape(k, weights.shape[1], h, d))
 
@@ -242,8 +235,7 @@ def head_agreement_term(ctx: SynthesisContext) -> torch.Tensor:
     """MimiQ: the heads' attention outputs for each query patch should agree."""
     total = 0.0
     for idx, stacked in _block_groups(ctx, ctx.head_outputs):  # (K, B', H, N, d)
-        weights = torch.stack([_proj_weight(ctx.attention[i]) for i in idx]) if len(idx) > 1 else \
-            _proj_weight(ctx.attention[idx[0]]).unsqueeze(0)
+        weights = torch.stack([_proj_weight(ctx.attention[i]) for i in idx])
         total = total + head_disagreements(_projected(weights, stacked)).sum()
     return total / max(len(ctx.head_outputs), 1)
 
