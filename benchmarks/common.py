@@ -63,7 +63,9 @@ def eval_set(loaded: LoadedModel, folder: str, limit: int | None = None, per_cla
     if limit is not None:
         x, y = x[:limit], y[:limit]
     CACHE.mkdir(parents=True, exist_ok=True)
-    torch.save({"x": x, "y": y}, path)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"x": x, "y": y}, tmp)
+    os.replace(tmp, path)
     return x, y
 
 
@@ -89,7 +91,9 @@ def calibration_images(loaded: LoadedModel, method: Method, options: SynthesisOp
     syn = api.synthesize(loaded, method, options, device, calib_data=shared(calib_folder) if calib_folder else None,
                          progress=False)
     CACHE.mkdir(parents=True, exist_ok=True)
-    torch.save({"images": syn.images, "seconds": syn.seconds, "spec": json.dumps(spec, default=str)}, path)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")  # parallel workers never read a half-written set
+    torch.save({"images": syn.images, "seconds": syn.seconds, "spec": json.dumps(spec, default=str)}, tmp)
+    os.replace(tmp, path)
     return syn.images, syn.seconds
 
 

@@ -1,21 +1,35 @@
 #!/usr/bin/env bash
 # One lent-GPU session (the device tool), from the repository root of the machine that has the GPU:
-#   bash benchmarks/gpu_session.sh OUTDIR SECONDS
-# versions, synthesis speed (fp32 and bf16), then the time-boxed ImageNet cells of
-# benchmarks/imagenet_gpu.py; results land in OUTDIR (tarred JSON, float16 synthetic sets, log).
-# Expects the ../shared/imagenet files it needs under $DFQVIT_SHARED (default gpu_shared/).
+#   bash benchmarks/gpu_session.sh OUTDIR SECONDS [imagenet|cifar10]
+# versions, synthesis speed (fp32 and bf16, batch 32 and 128), then the time-boxed cells:
+# imagenet → benchmarks/imagenet_gpu.py (every method at the papers' setting);
+# cifar10 → benchmarks/cifar10_table.py, every source × bits × 3 seeds, 8 processes sharing the GPU.
+# Results land in OUTDIR (tarred JSON, synthetic sets). Expects the ../shared files it needs under
+# $DFQVIT_SHARED (default gpu_shared/; for cifar10 also the decoded eval set, eval-*.pt).
 set -u
 OUT=${1:?output folder}
 BUDGET=${2:-480}
+TASK=${3:-imagenet}
 export PYTHONUNBUFFERED=1 PYTHONPATH=src DFQVIT_SHARED=${DFQVIT_SHARED:-gpu_shared}
 start=$(date +%s)
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-for amp in "" "--amp"; do
-  timeout 90 python3 benchmarks/synthesis_speed.py --model deit_tiny_patch16_224 --device cuda --iterations 20 $amp
-done
+speed() { timeout 100 python3 benchmarks/synthesis_speed.py --model deit_tiny_patch16_224 --device cuda "$@"; }
+speed --iterations 50 --gpu-busy
+speed --iterations 50 --amp --gpu-busy
+speed --iterations 20 --batch-size 128 --methods dfq-vit,mimiq,sardfq
+speed --iterations 20 --batch-size 128 --methods dfq-vit,mimiq,sardfq --amp
 left=$(( BUDGET - ($(date +%s) - start) - 45 ))
-mkdir -p "$OUT/images"
-timeout $(( left + 35 )) python3 benchmarks/imagenet_gpu.py --deadline "$left" --export-images "$OUT/images"
-tar czf "$OUT/results.tar.gz" benchmarks/results/imagenet_gpu.json benchmarks/results/synthesis_speed_*cuda*.json
+echo "cells: $left s from $(( $(date +%s) - start )) s"
+if [ "$TASK" = cifar10 ]; then
+  mkdir -p benchmarks/cache && cp "$DFQVIT_SHARED"/eval-*.pt benchmarks/cache/
+  timeout -k 5 $(( left + 30 )) python3 benchmarks/cifar10_table.py --presets strong-synthetic --workers 8 \
+    --deadline "$left" --tag=-gpu --no-grids
+  tar czf "$OUT/results.tar.gz" benchmarks/results/cifar10_*-gpu.json benchmarks/results/synthesis_speed_*cuda*.json
+  tar cf - benchmarks/cache/syn-*.pt | split -b 15M - "$OUT/synthetic.tar.part-"  # files come back ≤ 16 MiB
+else
+  mkdir -p "$OUT/images"
+  timeout $(( left + 35 )) python3 benchmarks/imagenet_gpu.py --deadline "$left" --export-images "$OUT/images"
+  tar czf "$OUT/results.tar.gz" benchmarks/results/imagenet_gpu.json benchmarks/results/synthesis_speed_*cuda*.json
+fi
 echo "session took $(( $(date +%s) - start )) s"

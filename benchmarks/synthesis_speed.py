@@ -57,6 +57,22 @@ def aten_calls(fn, iterations: int) -> float:
     return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / iterations
 
 
+def gpu_busy_ms(fn, iterations: int) -> float | None:
+    """Milliseconds per iteration that GPU kernels ran (torch.profiler): against the wall-clock
+    step it says whether the step waits for the GPU or for the host launching work."""
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+        # kernel events only: an operator's own row also counts the kernels it launched
+        us = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type.name == "CUDA")
+    except Exception as e:  # a profiler that cannot see the GPU must not cost the timings
+        print(f"  (GPU busy time not measured: {type(e).__name__}: {e})")
+        return None
+    return us / 1000 / iterations
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None)
@@ -69,6 +85,7 @@ def main() -> None:
     p.add_argument("--count-ops", action="store_true",
                    help="also count ATen calls per iteration (profiled, not timed), on the path a GPU takes "
                         "(per-block loss terms stacked): a proxy for its kernel launches")
+    p.add_argument("--gpu-busy", action="store_true", help="also profile the GPU's kernel time per iteration (CUDA)")
     a = p.parse_args()
     device = torch.device(a.device)
     if a.model_config:
@@ -91,8 +108,11 @@ def main() -> None:
     if a.count_ops:
         out["bare_aten_calls"] = aten_calls(lambda: bare_step_ms(model, x, 2, a.amp), 5)  # 3 warm-up + 2
         print(f"  bare: {out['bare_aten_calls']:.0f} ATen calls per iteration")
+    if a.gpu_busy:
+        out["bare_gpu_busy_ms"] = gpu_busy_ms(lambda: bare_step_ms(model, x, 10, a.amp), 13)  # 3 warm-up + 10
     print(f"{loaded.name} {size} batch {a.batch_size} on {device}{' bf16' if a.amp else ''}: "
-          f"bare forward+backward {bare:.1f} ms")
+          f"bare forward+backward {bare:.1f} ms" + (f" (GPU busy {out['bare_gpu_busy_ms']:.1f} ms)"
+                                                    if out.get("bare_gpu_busy_ms") else ""))
     for name in a.methods.split(","):
         method = get_method(name)
         rounds = max(1, len(method.rounds))
@@ -108,6 +128,13 @@ def main() -> None:
         ms = (time.perf_counter() - t0) / (a.iterations * rounds) * 1000
         out["methods"][name] = {"ms_per_iteration": ms, "ratio_to_bare": ms / bare}
         print(f"  {name:10s} {ms:8.1f} ms/iteration  ×{ms / bare:.2f}")
+        if a.gpu_busy:
+            busy = gpu_busy_ms(lambda: synthesize_images(
+                model, method, size, loaded.num_classes, loaded.data_config["mean"], loaded.data_config["std"],
+                replace(opts, iterations=10), device, progress=False), 10 * rounds)
+            out["methods"][name]["gpu_busy_ms"] = busy
+            if busy is not None:
+                print(f"  {'':10s} {busy:8.1f} ms/iteration of GPU kernels")
         if a.count_ops:  # counted on the path a GPU takes: per-block terms stacked
             default = losses.STACK_BLOCKS_ON
             losses.STACK_BLOCKS_ON = default | {device.type}
@@ -121,6 +148,7 @@ def main() -> None:
             print(f"  {'':10s} {calls:8.0f} ATen calls/iteration  ×{calls / out['bare_aten_calls']:.2f}")
     tag = (a.model or (a.model_config and loaded.name) or "tiny").replace("/", "_") + f"_{device.type}"
     tag += "_bf16" if a.amp else ""
+    tag += f"_b{a.batch_size}" if a.batch_size != 32 else ""
     tag += "_ops" if a.count_ops else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"synthesis_speed_{tag}.json").write_text(json.dumps(out, indent=1, default=str) + "\n")

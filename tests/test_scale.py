@@ -156,3 +156,20 @@ def test_loss_terms_give_the_same_values_with_blocks_stacked_as_one_by_one(tiny,
         monkeypatch.setattr(losses, "STACK_BLOCKS_ON", {"cuda"})
         assert float(stacked.detach()) == pytest.approx(float(one.detach()), rel=1e-5, abs=1e-6), name
         assert torch.allclose(g_stacked, g_one, rtol=1e-4, atol=1e-6), name
+
+
+def test_extra_views_in_the_main_forward_give_the_images_of_a_forward_per_term(tiny, monkeypatch):
+    """SARDFQ's crops run in the loop's one batched forward; the images must be those of the term
+    running the model on its own crops (same draws, same values), and the other terms must see
+    only the main view's attention."""
+    from dfqvit.synthesis import losses
+
+    method = get_method("sardfq")
+    opts = SynthesisOptions(num_images=4, batch_size=4, iterations=3, seed=2)
+    args = (observable_copy(tiny.model), method, (3, 32, 32), 10, (0.5,) * 3, (0.5,) * 3, opts)
+    batched = synthesize_images(*args, progress=False)
+    monkeypatch.setattr(losses, "VIEW_TERMS", {})
+    monkeypatch.setattr("dfqvit.synthesis.loop.VIEW_TERMS", {})
+    separate = synthesize_images(*args, progress=False)
+    torch.testing.assert_close(batched.images, separate.images, rtol=1e-4, atol=1e-5)
+    assert batched.final_terms == pytest.approx(separate.final_terms, rel=1e-4)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ConfigError, SynthesisDivergedError
 from ..models.attention import PointRecorder, attention_modules
-from .losses import TERM_STATE, SynthesisContext, get_term, make_targets, random_attention_priors
+from .losses import TERM_STATE, VIEW_TERMS, SynthesisContext, get_term, make_targets, random_attention_priors
 from .methods import Method
 from .schedules import CropSchedule, jitter_flip, random_resized_crop
 
@@ -146,6 +146,7 @@ def synthesize_images(
     jitters = [max(1, round(j * input_size[1] / 224)) for j in method.rounds] or [default_jitter]
     per_batch = len(jitters) * opts.iterations  # iterations per batch, all rounds
     stateful = [name for name in method.terms if name in TERM_STATE]
+    viewing = [name for name in method.terms if name in VIEW_TERMS]
     lo = torch.tensor([(0 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     prefix = int(getattr(model, "num_prefix_tokens", 1))
@@ -223,12 +224,16 @@ def synthesize_images(
                 first = start_iter if b == batch_idx else 0
                 if b != batch_idx or extras is None:
                     extras = {name: TERM_STATE[name](gen, len(tgt), input_size) for name in stateful}
+                # on the device once per batch: a copy from the host inside the step waits for the GPU
+                extras = {name: v.to(device) for name, v in extras.items()}
+                batch_priors = None if priors is None else priors[sl].to(device)
                 optim = None
                 warmup = int(opts.warmup_fraction * opts.iterations)
                 for t in range(first, per_batch):
                     rnd, local = divmod(t, opts.iterations)
                     if optim is None or local == 0:  # each round starts with a fresh Adam (PSAQ-ViT)
-                        optim = torch.optim.Adam([x], lr=opts.lr, betas=(0.5, 0.9))
+                        optim = torch.optim.Adam([x], lr=opts.lr, betas=(0.5, 0.9),
+                                                 fused=(device.type == "cuda") or None)  # one kernel a step
                         if t == first and b == batch_idx and adam_state is not None:
                             optim.load_state_dict(adam_state)
                     for g in optim.param_groups:
@@ -238,16 +243,19 @@ def synthesize_images(
                     if bound is not None:
                         view = random_resized_crop(view, (bound, 1.0), gen)
                     view = jitter_flip(view, jitters[rnd], gen, opts.flip)
+                    extra_views = [VIEW_TERMS[name](x, gen) for name in viewing]
                     for r in recorders.values():
                         r.clear()
                     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=opts.amp and device.type == "cuda"):
-                        logits = model(view)
+                        n, total = len(view), len(view) + sum(len(v) for v in extra_views)
+                        all_logits = model(torch.cat([view, *extra_views]) if extra_views else view)
                         ctx = SynthesisContext(
-                            model=model, images=x, logits=logits, targets=tgt, attention=attn_modules,
-                            head_outputs=list(recorders["head_output_point"].values),
-                            probs=list(recorders["probs_point"].values), gen=gen, iteration=t,
-                            total_iterations=per_batch, num_prefix_tokens=prefix,
-                            priors=None if priors is None else priors[sl], extras=extras,
+                            model=model, images=x, logits=all_logits[:n], targets=tgt, attention=attn_modules,
+                            head_outputs=[_main_view(h, n, total) for h in recorders["head_output_point"].values],
+                            probs=[_main_view(p, n, total) for p in recorders["probs_point"].values], gen=gen,
+                            iteration=t, total_iterations=per_batch, num_prefix_tokens=prefix,
+                            priors=batch_priors, extras=extras,
+                            view_logits=dict(zip(viewing, all_logits[n:].split([len(v) for v in extra_views]))),
                         )
                         loss = 0.0
                         values = []
@@ -286,6 +294,12 @@ def synthesize_images(
             r.remove()
     seconds = elapsed + time.perf_counter() - t0
     return SynthesisResult(images, targets, final, seconds, method.to_dict(), asdict(opts), priors, resumed_from)
+
+
+def _main_view(recorded: torch.Tensor, n: int, total: int) -> torch.Tensor:
+    """The part of a tensor recorded inside the model that belongs to the first `n` of `total`
+    images (the main view): its leading dimension is image-major, B or B·windows (Swin)."""
+    return recorded if total == n else recorded[: recorded.shape[0] // total * n]
 
 
 def _comparable(opts: SynthesisOptions) -> dict:

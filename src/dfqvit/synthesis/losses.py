@@ -34,6 +34,7 @@ class SynthesisContext:
     priors: torch.Tensor | None = None  # (N, grid_h, grid_w) attention priors, SARDFQ
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None
     extras: dict = field(default_factory=dict)
+    view_logits: dict = field(default_factory=dict)  # VIEW_TERMS' logits, from the loop's one batched forward
 
 
 LossTerm = Callable[[SynthesisContext], torch.Tensor]
@@ -41,6 +42,11 @@ LOSS_TERMS: dict[str, LossTerm] = {}
 # Terms that keep state per batch (drawn once when a batch starts, stored in the checkpoint):
 # name → prepare(gen, batch_size, input_size) -> tensor, readable in ctx.extras[name].
 TERM_STATE: dict[str, Callable[[torch.Generator, int, tuple[int, int, int]], torch.Tensor]] = {}
+# Terms that need the model's logits on extra views of the images: name → make_views(images, gen)
+# → (V·B, C, H, W). The loop runs those views in the same forward as the main view (one batched
+# call, not one per view: on a GPU the step is bound by kernel launches) and hands the term their
+# logits in ctx.view_logits[name]; evaluated on its own, such a term runs the model itself.
+VIEW_TERMS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {}
 
 
 def register_term(name: str) -> Callable[[LossTerm], LossTerm]:
@@ -278,16 +284,29 @@ def prior_distance(ctx: SynthesisContext) -> torch.Tensor:
 register_term("attention_prior")(prior_distance)
 
 
-@register_term("multi_semantic")
-def multi_semantic_term(ctx: SynthesisContext, crops: int = 2, scale: tuple[float, float] = (0.25, 0.6)) -> torch.Tensor:
-    """SARDFQ: several local crops of each image must each carry the target class."""
+MULTI_SEMANTIC_CROPS = 2
+MULTI_SEMANTIC_SCALE = (0.25, 0.6)
+
+
+def multi_semantic_views(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """SARDFQ's local crops: MULTI_SEMANTIC_CROPS random-resized crops of every image, crop-major."""
     from .schedules import random_resized_crop
 
-    total = 0.0
-    for _ in range(crops):
-        view = random_resized_crop(ctx.images, scale, ctx.gen)
-        total = total + F.cross_entropy(ctx.model(view).float(), ctx.targets)
-    return total / crops
+    return torch.cat([random_resized_crop(images, MULTI_SEMANTIC_SCALE, gen) for _ in range(MULTI_SEMANTIC_CROPS)])
+
+
+@register_term("multi_semantic")
+def multi_semantic_term(ctx: SynthesisContext) -> torch.Tensor:
+    """SARDFQ: several local crops of each image must each carry the target class (the mean of
+    the crops' cross-entropies: all crops are one batch of equal parts)."""
+    logits = ctx.view_logits.get("multi_semantic")
+    if logits is None:
+        logits = ctx.model(multi_semantic_views(ctx.images, ctx.gen))
+    repeats = logits.shape[0] // ctx.targets.shape[0]
+    return F.cross_entropy(logits.float(), ctx.targets.repeat(repeats, *[1] * (ctx.targets.dim() - 1)))
+
+
+VIEW_TERMS["multi_semantic"] = multi_semantic_views
 
 
 def make_targets(n: int, num_classes: int, gen: torch.Generator, soft: bool = False) -> torch.Tensor:

@@ -54,6 +54,8 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], gen: torch.
     cy = (torch.rand(n, generator=gen) * 2 - 1) * (1 - h)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w, cx, h, cy
+    if x.is_cuda:  # from pinned memory without waiting: a pageable copy would sync with the GPU every step
+        theta = theta.pin_memory().to(x.device, non_blocking=True)
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
