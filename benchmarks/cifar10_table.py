@@ -84,7 +84,7 @@ def run_job_reporting_errors(a: argparse.Namespace, job: tuple[str, int, list[st
     """run_job for a worker process: a failing job says why and leaves the other jobs running."""
     try:
         return run_job(a, job)
-    except Exception:
+    except (Exception, SystemExit):  # a lost worker would leave the pool waiting for its job forever
         import traceback
 
         return f"[{job[0]}] seed {job[1]} {' / '.join(job[2])}: FAILED\n{traceback.format_exc()}"

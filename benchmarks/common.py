@@ -27,7 +27,7 @@ from dfqvit.synthesis import Method, SynthesisOptions
 ROOT = Path(__file__).resolve().parent
 # ../shared beside the checkout; DFQVIT_SHARED points elsewhere (a GPU machine gets a copy inside the repo)
 SHARED = Path(os.environ.get("DFQVIT_SHARED", ROOT.parent / ".." / "shared")).resolve()
-CACHE = ROOT / "cache"
+CACHE = Path(os.environ.get("DFQVIT_CACHE", ROOT / "cache"))  # another folder: e.g. image sets a GPU made
 RESULTS = ROOT / "results"
 
 
@@ -203,6 +203,7 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                     out = cell(loaded, images, cfg, eval_x, eval_y, fp["logits"], r["acm"], r["acm_variant"],
                                distill, steps, device, seed)
                     out["synthesis_s"] = syn_s
+                    out["quantized_on"] = machine()["device"]  # a table may mix machines (images from a GPU)
                     results.put(key, out)
                     log(f"{key}: top-1 {out['top1']:.2f} agreement {out['agreement']:.2f} KL {out['kl']:.4f} "
                         f"(quantize {out['quantize_s']:.0f} s)")

@@ -17,10 +17,19 @@ def cell(v: dict | None, std: bool = False) -> str:
 
 
 def rows_markdown(entries: list[tuple[str, str, dict | None]], cols: list[str], std: bool = False) -> str:
-    """entries: (label, preset, summarized cells or None); rows without cells are left out."""
-    lines = ["| calibration | quantizer | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
-    lines += [f"| {label} | {preset} | " + " | ".join(cell(got.get(c), std) for c in cols) + " |"
-              for label, preset, got in entries if got]
+    """entries: (label, preset, summarized cells or None); rows without cells are left out.
+    With `std`, a last column gives the seeds per cell (fewest-most where a row is unfinished)."""
+    seeds = " seeds |" if std else ""
+    lines = ["| calibration | quantizer | " + " | ".join(cols) + " |" + seeds,
+             "| --- | --- |" + " --- |" * (len(cols) + bool(std))]
+    for label, preset, got in entries:
+        if not got:
+            continue
+        line = f"| {label} | {preset} | " + " | ".join(cell(got.get(c), std) for c in cols) + " |"
+        if std:
+            n = sorted(got[c]["n"] for c in cols if c in got)
+            line += f" {n[0]} |" if n[0] == n[-1] else f" {n[0]}-{n[-1]} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -101,7 +110,8 @@ def main() -> None:
     if diag.is_file():
         print("\n## Diagnosis\n")
         print(diag.read_text().split("\n\n")[2])
-    for m in ("deit", "swin", "deit-n128"):  # deit-n128: cifar10_table.py --num-images 128 --tag=-n128
+    # deit-n128: cifar10_table.py --num-images 128 --tag=-n128; *-gpu: gpu_session.sh ... cifar10 (--tag=-gpu)
+    for m in ("deit", "swin", "deit-n128", "deit-gpu", "swin-gpu"):
         path = RESULTS / f"cifar10_{m}.json"
         if path.is_file():
             cells = json.loads(path.read_text())["cells"]
@@ -110,6 +120,10 @@ def main() -> None:
             print(f"\n## CIFAR-10 {m}\n")
             print(table(f"cifar10_{m}", [(n, p, n) for n in names for p in presets],
                         ["W8A8", "W6A6", "W4A8", "W4A4", "W4A3", "W3A3"], std=True))
+            where: dict[str, int] = {}
+            for v in cells.values():
+                where[v.get("quantized_on", "not recorded")] = where.get(v.get("quantized_on", "not recorded"), 0) + 1
+            print("\ncells quantized on: " + ", ".join(f"{k} {n}" for k, n in sorted(where.items())))
 
 
 def swap_table() -> str:
