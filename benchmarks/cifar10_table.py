@@ -56,9 +56,11 @@ def make_jobs(models: list[str], names: str | None, seeds: list[int]) -> list[tu
 
 
 def results_for(short: str, a: argparse.Namespace) -> Results:
-    return Results((RESULTS / f"cifar10_{short}{a.tag}").with_suffix(".json"), {
+    results = Results((RESULTS / f"cifar10_{short}{a.tag}").with_suffix(".json"), {
         "model": MODELS[short], "eval": "cifar10/val, first 100 per class (1,000 images)",
-        "calibration": "cifar10/calib", "num_images": a.num_images, "iterations": a.iterations, "machine": machine()})
+        "calibration": "cifar10/calib", "num_images": a.num_images, "iterations": a.iterations})
+    results.data.setdefault("machine", machine())  # the first machine; each cell records its own (quantized_on)
+    return results
 
 
 _WORKER: dict = {}  # per process: loaded model, eval set and FP reference of each model

@@ -136,14 +136,14 @@ def main() -> None:
             if busy is not None:
                 print(f"  {'':10s} {busy:8.1f} ms/iteration of GPU kernels")
         if a.count_ops:  # counted on the path a GPU takes: per-block terms stacked
-            default = losses.STACK_BLOCKS_ON
-            losses.STACK_BLOCKS_ON = default | {device.type}
+            default = losses.BATCH_ON
+            losses.BATCH_ON = default | {device.type}
             try:
                 calls = aten_calls(lambda: synthesize_images(
                     model, method, size, loaded.num_classes, loaded.data_config["mean"], loaded.data_config["std"],
                     replace(opts, iterations=2), device, progress=False), 2 * rounds)
             finally:
-                losses.STACK_BLOCKS_ON = default
+                losses.BATCH_ON = default
             out["methods"][name].update(aten_calls=calls, aten_calls_ratio=calls / out["bare_aten_calls"])
             print(f"  {'':10s} {calls:8.0f} ATen calls/iteration  ×{calls / out['bare_aten_calls']:.2f}")
     tag = (a.model or (a.model_config and loaded.name) or "tiny").replace("/", "_") + f"_{device.type}"

@@ -150,26 +150,25 @@ def test_loss_terms_give_the_same_values_with_blocks_stacked_as_one_by_one(tiny,
     for name in ("entropy", "entropy_psaq", "head_agreement", "attention_prior"):
         one = LOSS_TERMS[name](ctx)
         (g_one,) = torch.autograd.grad(one, x, retain_graph=True)
-        monkeypatch.setattr(losses, "STACK_BLOCKS_ON", {"cpu"})
+        monkeypatch.setattr(losses, "BATCH_ON", {"cpu"})
         stacked = LOSS_TERMS[name](ctx)
         (g_stacked,) = torch.autograd.grad(stacked, x, retain_graph=True)
-        monkeypatch.setattr(losses, "STACK_BLOCKS_ON", {"cuda"})
+        monkeypatch.setattr(losses, "BATCH_ON", {"cuda"})
         assert float(stacked.detach()) == pytest.approx(float(one.detach()), rel=1e-5, abs=1e-6), name
         assert torch.allclose(g_stacked, g_one, rtol=1e-4, atol=1e-6), name
 
 
 def test_extra_views_in_the_main_forward_give_the_images_of_a_forward_per_term(tiny, monkeypatch):
-    """SARDFQ's crops run in the loop's one batched forward; the images must be those of the term
-    running the model on its own crops (same draws, same values), and the other terms must see
-    only the main view's attention."""
+    """On a GPU SARDFQ's crops run in the loop's one batched forward; the images must be those of
+    the term running the model on its own crops (same draws, same values), and the other terms
+    must see only the main view's attention."""
     from dfqvit.synthesis import losses
 
     method = get_method("sardfq")
     opts = SynthesisOptions(num_images=4, batch_size=4, iterations=3, seed=2)
     args = (observable_copy(tiny.model), method, (3, 32, 32), 10, (0.5,) * 3, (0.5,) * 3, opts)
+    separate = synthesize_images(*args, progress=False)  # the CPU's path: a forward per crop
+    monkeypatch.setattr(losses, "BATCH_ON", {"cpu", "cuda"})  # the GPU's path, here on the CPU
     batched = synthesize_images(*args, progress=False)
-    monkeypatch.setattr(losses, "VIEW_TERMS", {})
-    monkeypatch.setattr("dfqvit.synthesis.loop.VIEW_TERMS", {})
-    separate = synthesize_images(*args, progress=False)
     torch.testing.assert_close(batched.images, separate.images, rtol=1e-4, atol=1e-5)
     assert batched.final_terms == pytest.approx(separate.final_terms, rel=1e-4)

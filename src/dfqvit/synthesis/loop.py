@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ConfigError, SynthesisDivergedError
 from ..models.attention import PointRecorder, attention_modules
-from .losses import TERM_STATE, VIEW_TERMS, SynthesisContext, get_term, make_targets, random_attention_priors
+from . import losses
+from .losses import TERM_STATE, SynthesisContext, get_term, make_targets, random_attention_priors
 from .methods import Method
 from .schedules import CropSchedule, jitter_flip, random_resized_crop
 
@@ -146,7 +147,7 @@ def synthesize_images(
     jitters = [max(1, round(j * input_size[1] / 224)) for j in method.rounds] or [default_jitter]
     per_batch = len(jitters) * opts.iterations  # iterations per batch, all rounds
     stateful = [name for name in method.terms if name in TERM_STATE]
-    viewing = [name for name in method.terms if name in VIEW_TERMS]
+    viewing = [name for name in method.terms if name in losses.VIEW_TERMS] if device.type in losses.BATCH_ON else []
     lo = torch.tensor([(0 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     prefix = int(getattr(model, "num_prefix_tokens", 1))
@@ -243,7 +244,7 @@ def synthesize_images(
                     if bound is not None:
                         view = random_resized_crop(view, (bound, 1.0), gen)
                     view = jitter_flip(view, jitters[rnd], gen, opts.flip)
-                    extra_views = [VIEW_TERMS[name](x, gen) for name in viewing]
+                    extra_views = [losses.VIEW_TERMS[name](x, gen) for name in viewing]
                     for r in recorders.values():
                         r.clear()
                     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=opts.amp and device.type == "cuda"):
