@@ -104,8 +104,11 @@ def report(short: str, a: argparse.Namespace) -> None:
         return
     cols = [f"W{w}A{act}" for w, act in BITS]
     out = RESULTS / f"cifar10_{short}{a.tag}"
-    md = markdown(results, NAMES, cols, f"CIFAR-10 {short}, {a.num_images} calibration images, {a.iterations} "
-                                        f"synthesis iterations per round, seeds {a.seeds}, {results.data['machine']['device']}")
+    seeds = ",".join(sorted({k.rsplit("|seed", 1)[1] for k in results.data["cells"]}, key=int))
+    where = sorted({v.get("quantized_on", results.data["machine"]["device"]) for v in results.data["cells"].values()})
+    title = (f"CIFAR-10 {short}, {a.num_images} calibration images, {a.iterations} synthesis iterations per round, "
+             f"seeds {seeds}, quantized on {' and '.join(where)}")
+    md = markdown(results, NAMES, cols, title)
     out.with_suffix(".md").write_text(md + "\n")
     for preset in a.presets.split(","):
         plot(results, NAMES, cols, Path(f"{out}-{preset}.png"),

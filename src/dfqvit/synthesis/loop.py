@@ -147,7 +147,8 @@ def synthesize_images(
     jitters = [max(1, round(j * input_size[1] / 224)) for j in method.rounds] or [default_jitter]
     per_batch = len(jitters) * opts.iterations  # iterations per batch, all rounds
     stateful = [name for name in method.terms if name in TERM_STATE]
-    viewing = [name for name in method.terms if name in losses.VIEW_TERMS] if device.type in losses.BATCH_ON else []
+    batched = device.type in losses.BATCH_ON  # extra views in the main forward (see losses.VIEW_TERMS)
+    viewing = [name for name in method.terms if name in losses.VIEW_TERMS] if batched else []
     lo = torch.tensor([(0 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     prefix = int(getattr(model, "num_prefix_tokens", 1))

@@ -43,9 +43,10 @@ LOSS_TERMS: dict[str, LossTerm] = {}
 # name → prepare(gen, batch_size, input_size) -> tensor, readable in ctx.extras[name].
 TERM_STATE: dict[str, Callable[[torch.Generator, int, tuple[int, int, int]], torch.Tensor]] = {}
 # Terms that need the model's logits on extra views of the images: name → make_views(images, gen)
-# → (V·B, C, H, W). The loop runs those views in the same forward as the main view (one batched
-# call, not one per view: on a GPU the step is bound by kernel launches) and hands the term their
-# logits in ctx.view_logits[name]; evaluated on its own, such a term runs the model itself.
+# → (V·B, C, H, W). On BATCH_ON devices the loop runs those views in the same forward as the main
+# view (one batched call, not one per view: a GPU step is bound by kernel launches) and hands the
+# term their logits in ctx.view_logits[name]; elsewhere, or evaluated on its own, such a term runs
+# the model itself, one forward per view.
 VIEW_TERMS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {}
 
 
@@ -302,7 +303,8 @@ def multi_semantic_term(ctx: SynthesisContext) -> torch.Tensor:
     the crops' cross-entropies: all crops are one batch of equal parts)."""
     logits = ctx.view_logits.get("multi_semantic")
     if logits is None:  # one forward per crop
-        logits = torch.cat([ctx.model(v) for v in multi_semantic_views(ctx.images, ctx.gen).chunk(MULTI_SEMANTIC_CROPS)])
+        views = multi_semantic_views(ctx.images, ctx.gen).chunk(MULTI_SEMANTIC_CROPS)
+        logits = torch.cat([ctx.model(v) for v in views])
     repeats = logits.shape[0] // ctx.targets.shape[0]
     return F.cross_entropy(logits.float(), ctx.targets.repeat(repeats, *[1] * (ctx.targets.dim() - 1)))
 
