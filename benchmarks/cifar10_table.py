@@ -18,7 +18,6 @@ import json
 import multiprocessing
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -63,6 +62,11 @@ def results_for(short: str, a: argparse.Namespace) -> Results:
     return results
 
 
+def synthesis_options(a: argparse.Namespace) -> SynthesisOptions:
+    """The table's synthesis setting, seed 0 (run_grid sets each cell's seed)."""
+    return SynthesisOptions(num_images=a.num_images, batch_size=a.num_images, iterations=a.iterations)
+
+
 _WORKER: dict = {}  # per process: loaded model, eval set and FP reference of each model
 
 
@@ -73,11 +77,10 @@ def run_job(a: argparse.Namespace, job: tuple[str, int, list[str]]) -> str:
         x, y = eval_set(loaded, "cifar10/val", per_class=100)
         _WORKER[short] = (loaded, x, y, fp_reference(loaded, x, y, a.device))
     loaded, x, y, fp = _WORKER[short]
-    opts = SynthesisOptions(num_images=a.num_images, batch_size=a.num_images, iterations=a.iterations)
     deadline = None if a.stop_at is None else time.monotonic() + (a.stop_at - time.time())
     t0 = time.perf_counter()
-    run_grid(loaded, x, y, rows_for(short, ";".join(names)), BITS, a.presets.split(","), [seed], opts,
-             "cifar10/calib", results_for(short, a), a.device, fp=fp, deadline=deadline,
+    run_grid(loaded, x, y, rows_for(short, ";".join(names)), BITS, a.presets.split(","), [seed],
+             synthesis_options(a), "cifar10/calib", results_for(short, a), a.device, fp=fp, deadline=deadline,
              log=lambda m: print(f"[{short}] {m}", flush=True))
     return f"[{short}] seed {seed} {' / '.join(names)}: {time.perf_counter() - t0:.0f} s"
 
@@ -115,9 +118,8 @@ def report(short: str, a: argparse.Namespace) -> None:
              f"CIFAR-10 {short} (FP {results.data['fp']['top1']:.1f}), quantizer '{preset}'", preset)
     if not a.no_grids:
         loaded = load(MODELS[short])
-        opts = SynthesisOptions(num_images=a.num_images, batch_size=a.num_images, iterations=a.iterations)
         for m in ("dfq-vit", "real"):
-            imgs, _ = calibration_images(loaded, get_method(m), replace(opts, seed=0), "cifar10/calib", a.device)
+            imgs, _ = calibration_images(loaded, get_method(m), synthesis_options(a), "cifar10/calib", a.device)
             image_grid(imgs, loaded, RESULTS / "grids" / f"cifar10_{short}{a.tag}_{m}.png")
     print(md)
 

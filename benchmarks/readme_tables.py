@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from common import RESULTS, Results, summarize
 
@@ -120,9 +121,7 @@ def main() -> None:
             print(f"\n## CIFAR-10 {m}\n")
             print(table(f"cifar10_{m}", [(n, p, n) for n in names for p in presets],
                         ["W8A8", "W6A6", "W4A8", "W4A4", "W4A3", "W3A3"], std=True))
-            where: dict[str, int] = {}
-            for v in cells.values():
-                where[v.get("quantized_on", "not recorded")] = where.get(v.get("quantized_on", "not recorded"), 0) + 1
+            where = Counter(v.get("quantized_on", "not recorded") for v in cells.values())
             print("\ncells quantized on: " + ", ".join(f"{k} {n}" for k, n in sorted(where.items())))
 
 

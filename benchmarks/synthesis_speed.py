@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 
 import torch
 
@@ -116,22 +115,23 @@ def main() -> None:
     for name in a.methods.split(","):
         method = get_method(name)
         rounds = max(1, len(method.rounds))
-        warm = SynthesisOptions(num_images=a.batch_size, batch_size=a.batch_size, iterations=2, amp=a.amp)
-        synthesize_images(model, method, size, loaded.num_classes, loaded.data_config["mean"],
-                          loaded.data_config["std"], warm, device, progress=False)
-        opts = SynthesisOptions(num_images=a.batch_size, batch_size=a.batch_size, iterations=a.iterations, amp=a.amp)
+
+        def run(iterations: int) -> None:
+            """One synthesis of one batch with `iterations` per round, no progress bar."""
+            opts = SynthesisOptions(num_images=a.batch_size, batch_size=a.batch_size, iterations=iterations, amp=a.amp)
+            synthesize_images(model, method, size, loaded.num_classes, loaded.data_config["mean"],
+                              loaded.data_config["std"], opts, device, progress=False)
+
+        run(2)  # warm-up
         sync(device)
         t0 = time.perf_counter()
-        synthesize_images(model, method, size, loaded.num_classes, loaded.data_config["mean"],
-                          loaded.data_config["std"], opts, device, progress=False)
+        run(a.iterations)
         sync(device)
         ms = (time.perf_counter() - t0) / (a.iterations * rounds) * 1000
         out["methods"][name] = {"ms_per_iteration": ms, "ratio_to_bare": ms / bare}
         print(f"  {name:10s} {ms:8.1f} ms/iteration  ×{ms / bare:.2f}")
         if a.gpu_busy:
-            busy = gpu_busy_ms(lambda: synthesize_images(
-                model, method, size, loaded.num_classes, loaded.data_config["mean"], loaded.data_config["std"],
-                replace(opts, iterations=10), device, progress=False), 10 * rounds)
+            busy = gpu_busy_ms(lambda: run(10), 10 * rounds)
             out["methods"][name]["gpu_busy_ms"] = busy
             if busy is not None:
                 print(f"  {'':10s} {busy:8.1f} ms/iteration of GPU kernels")
@@ -139,9 +139,7 @@ def main() -> None:
             default = losses.BATCH_ON
             losses.BATCH_ON = default | {device.type}
             try:
-                calls = aten_calls(lambda: synthesize_images(
-                    model, method, size, loaded.num_classes, loaded.data_config["mean"], loaded.data_config["std"],
-                    replace(opts, iterations=2), device, progress=False), 2 * rounds)
+                calls = aten_calls(lambda: run(2), 2 * rounds)
             finally:
                 losses.BATCH_ON = default
             out["methods"][name].update(aten_calls=calls, aten_calls_ratio=calls / out["bare_aten_calls"])
