@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -144,7 +145,9 @@ def main() -> None:
                 losses.BATCH_ON = default
             out["methods"][name].update(aten_calls=calls, aten_calls_ratio=calls / out["bare_aten_calls"])
             print(f"  {'':10s} {calls:8.0f} ATen calls/iteration  ×{calls / out['bare_aten_calls']:.2f}")
-    tag = (a.model or (a.model_config and loaded.name) or "tiny").replace("/", "_") + f"_{device.type}"
+    # a config names its file (the CIFAR DeiT is a deit_tiny_patch16_224 at 32 px: its own tag)
+    name = a.model or (a.model_config and Path(a.model_config).stem) or "tiny"
+    tag = name.replace("/", "_") + f"_{device.type}"
     tag += "_bf16" if a.amp else ""
     tag += f"_b{a.batch_size}" if a.batch_size != 32 else ""
     tag += "_ops" if a.count_ops else ""

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..models.attention import ObservableAttention
+from .kde import gaussian_kde
 
 
 @dataclass
@@ -104,8 +105,7 @@ def kde_entropy(samples: torch.Tensor, grid_points: int = 10) -> torch.Tensor:
     lo, hi = samples.min(dim=1, keepdim=True).values.detach(), samples.max(dim=1, keepdim=True).values.detach()
     steps = torch.linspace(0, 1, grid_points, device=samples.device, dtype=samples.dtype)
     grid = lo + (hi - lo).clamp(min=1e-6) * steps  # (B, G)
-    z = (grid[:, :, None] - samples[:, None, :]) / bandwidth[:, :, None]  # (B, G, M)
-    density = torch.exp(-0.5 * z.pow(2)).mean(dim=2) / (bandwidth * math.sqrt(2 * math.pi))
+    density = gaussian_kde(samples, grid, bandwidth) / (bandwidth * math.sqrt(2 * math.pi))
     integrand = -density * torch.log(density.clamp(min=1e-12))
     return torch.trapezoid(integrand, grid, dim=1)
 
@@ -114,8 +114,10 @@ def patch_similarity_entropies(tokens: torch.Tensor) -> torch.Tensor:
     """KDE entropy of pairwise cosine similarities of tokens (B, N, C), per image: (B,)."""
     t = F.normalize(tokens, dim=-1)
     sim = t @ t.transpose(1, 2)
-    iu = torch.triu_indices(sim.shape[1], sim.shape[1], offset=1, device=sim.device)
-    return kde_entropy(sim[:, iu[0], iu[1]])
+    n = sim.shape[1]
+    iu = torch.triu_indices(n, n, offset=1, device=sim.device)
+    # index_select, not sim[:, rows, cols]: its backward is an index_add, not a sorting index_put
+    return kde_entropy(sim.flatten(1).index_select(1, iu[0] * n + iu[1]))
 
 
 def patch_similarity_entropy(tokens: torch.Tensor) -> torch.Tensor:
@@ -149,8 +151,7 @@ def psaq_entropy(sim: torch.Tensor) -> torch.Tensor:
     hi = sim.detach().amax(dim=(-2, -1), keepdim=True)
     grid = torch.linspace(0, 1, PSAQ_GRID, device=sim.device, dtype=sim.dtype) * (hi - lo) + lo  # (..., 1, G)
     norm = 1.0 / math.sqrt(2 * math.pi * PSAQ_BANDWIDTH**2)
-    z = grid[..., :, None] - sim[..., None, :]  # (..., B, G, M)
-    density = torch.exp(-z.pow(2) / (2 * PSAQ_BANDWIDTH**2)).mean(dim=-1) * norm
+    density = gaussian_kde(sim, grid, PSAQ_BANDWIDTH) * norm  # (..., B, G)
     p = density + PSAQ_OFFSET
     f = -p * torch.log(p)
     return ((f[..., 1:] + f[..., :-1]) * grid.diff(dim=-1)).sum(dim=-1) / 2
