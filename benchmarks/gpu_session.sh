@@ -5,7 +5,8 @@
 # imagenet → benchmarks/imagenet_gpu.py (every method at the papers' setting);
 # cifar10 → benchmarks/cifar10_table.py, every source × bits × 3 seeds, 8 processes sharing the GPU.
 # Results land in OUTDIR (tarred JSON, synthetic sets). Expects the ../shared files it needs under
-# $DFQVIT_SHARED (default gpu_shared/; for cifar10 also the decoded eval set, eval-*.pt).
+# $DFQVIT_SHARED (default gpu_shared/; for cifar10 also the decoded eval set, eval-*.pt, and any
+# synthetic sets syn-*.pt from earlier runs).
 set -u
 OUT=${1:?output folder}
 BUDGET=${2:-480}
@@ -22,7 +23,10 @@ speed --iterations 20 --batch-size 128 --methods dfq-vit,mimiq,sardfq --amp
 left=$(( BUDGET - ($(date +%s) - start) - 45 ))
 echo "cells: $left s from $(( $(date +%s) - start )) s"
 if [ "$TASK" = cifar10 ]; then
+  # the decoded eval set, and image sets made before (syn-*.pt, ~0.4 MB each): cells still missing
+  # from a row are then quantized from the images its other cells used, not from a new draw
   mkdir -p benchmarks/cache && cp "$DFQVIT_SHARED"/eval-*.pt benchmarks/cache/
+  cp "$DFQVIT_SHARED"/syn-*.pt benchmarks/cache/ 2>/dev/null || true
   timeout -k 5 $(( left + 30 )) python3 benchmarks/cifar10_table.py --presets strong-synthetic --workers 8 \
     --deadline "$left" --tag=-gpu --no-grids
   tar czf "$OUT/results.tar.gz" benchmarks/results/cifar10_*-gpu.json benchmarks/results/synthesis_speed_*cuda*.json
