@@ -79,10 +79,18 @@ def run_job(a: argparse.Namespace, job: tuple[str, int, list[str]]) -> str:
     loaded, x, y, fp = _WORKER[short]
     deadline = None if a.stop_at is None else time.monotonic() + (a.stop_at - time.time())
     t0 = time.perf_counter()
-    run_grid(loaded, x, y, rows_for(short, ";".join(names)), BITS, a.presets.split(","), [seed],
+    run_grid(loaded, x, y, rows_for(short, ";".join(names)), a.bits, a.presets.split(","), [seed],
              synthesis_options(a), "cifar10/calib", results_for(short, a), a.device, fp=fp, deadline=deadline,
              log=lambda m: print(f"[{short}] {m}", flush=True))
     return f"[{short}] seed {seed} {' / '.join(names)}: {time.perf_counter() - t0:.0f} s"
+
+
+def parse_bits(text: str) -> tuple[int, int]:
+    """'W4A3' → (4, 3), one of the table's columns."""
+    bits = tuple(int(n) for n in text.strip().upper().lstrip("W").split("A"))
+    if bits not in BITS:
+        raise SystemExit(f"--bits: {text!r} is not one of {', '.join(f'W{w}A{x}' for w, x in BITS)}")
+    return bits
 
 
 def run_job_reporting_errors(a: argparse.Namespace, job: tuple[str, int, list[str]]) -> str:
@@ -137,7 +145,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1, help="processes running jobs at once (a GPU: 8)")
     p.add_argument("--deadline", type=float, default=None, help="seconds from start after which no new cell starts")
     p.add_argument("--no-grids", action="store_true", help="skip the image grids (they may synthesize seed 0)")
+    p.add_argument("--bits", default=None, help="bit settings to run, in this order (e.g. W4A3,W3A3; default: all)")
     a = p.parse_args()
+    a.bits = BITS if a.bits is None else [parse_bits(b) for b in a.bits.split(",")]
     a.stop_at = None if a.deadline is None else time.time() + a.deadline
     models = a.models.split(",")
     jobs = make_jobs(models, a.rows, [int(s) for s in a.seeds.split(",")])
