@@ -85,12 +85,16 @@ def run_job(a: argparse.Namespace, job: tuple[str, int, list[str]]) -> str:
     return f"[{short}] seed {seed} {' / '.join(names)}: {time.perf_counter() - t0:.0f} s"
 
 
+def column(bits: tuple[int, int]) -> str:
+    return f"W{bits[0]}A{bits[1]}"
+
+
 def parse_bits(text: str) -> tuple[int, int]:
     """'W4A3' → (4, 3), one of the table's columns."""
-    bits = tuple(int(n) for n in text.strip().upper().lstrip("W").split("A"))
-    if bits not in BITS:
-        raise SystemExit(f"--bits: {text!r} is not one of {', '.join(f'W{w}A{x}' for w, x in BITS)}")
-    return bits
+    by_name = {column(b): b for b in BITS}
+    if text.strip().upper() not in by_name:
+        raise SystemExit(f"--bits: {text!r} is not one of {', '.join(by_name)}")
+    return by_name[text.strip().upper()]
 
 
 def run_job_reporting_errors(a: argparse.Namespace, job: tuple[str, int, list[str]]) -> str:
@@ -113,7 +117,7 @@ def report(short: str, a: argparse.Namespace) -> None:
     if "fp" not in results.data:
         print(f"[{short}] no cells yet")
         return
-    cols = [f"W{w}A{act}" for w, act in BITS]
+    cols = [column(b) for b in BITS]
     out = RESULTS / f"cifar10_{short}{a.tag}"
     seeds = ",".join(sorted({k.rsplit("|seed", 1)[1] for k in results.data["cells"]}, key=int))
     where = sorted({v.get("quantized_on", results.data["machine"]["device"]) for v in results.data["cells"].values()})

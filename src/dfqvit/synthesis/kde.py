@@ -35,15 +35,7 @@ class _GaussianKDE(torch.autograd.Function):
         grad_out, grid = torch.broadcast_tensors(grad_out, grid)
         sums = torch.stack((grad_out * grid, grad_out), dim=-2) @ weight  # (…, 2, M)
         grad = (sums[..., 0, :] - samples * sums[..., 1, :]) / (bandwidth.square() * samples.shape[-1])
-        return _sum_to(grad, samples.shape), None, None
-
-
-def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Sum out the dimensions broadcasting added, so the gradient has the input's shape."""
-    while t.dim() > len(shape):
-        t = t.sum(dim=0)
-    dims = [i for i, (a, b) in enumerate(zip(t.shape, shape)) if b == 1 and a != 1]
-    return t.sum(dim=dims, keepdim=True) if dims else t
+        return grad.sum_to_size(samples.shape), None, None  # sum out what broadcasting added
 
 
 def gaussian_kde(samples: torch.Tensor, grid: torch.Tensor, bandwidth: torch.Tensor | float) -> torch.Tensor:
