@@ -22,7 +22,7 @@ from dfqvit.api import observable_copy
 from dfqvit.models import LoadedModel, load_model, load_model_config
 from dfqvit.synthesis import SynthesisOptions, get_method
 from dfqvit.synthesis import losses
-from dfqvit.synthesis.loop import synthesize_images
+from dfqvit.synthesis.loop import Bfloat16Model, synthesize_images
 
 METHODS = ("psaq", "psaq-lite", "dfq-vit", "mimiq", "sardfq")
 
@@ -32,14 +32,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bare_step_ms(model, x: torch.Tensor, iters: int, amp: bool) -> float:
+def bare_step_ms(model, x: torch.Tensor, iters: int, autocast: bool = False) -> float:
+    """A forward+backward to the input; `model` may be the loop's bf16 copy (Bfloat16Model), or
+    fp32 under bf16 autocast (`autocast`, what --amp meant before the bf16 copy)."""
     x = x.clone().requires_grad_(True)
     device = x.device
     for i in range(iters + 3):
         if i == 3:
             sync(device)
             t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast and device.type == "cuda"):
             loss = model(x).float().logsumexp(1).mean()
         loss.backward()
         x.grad = None
@@ -57,16 +59,23 @@ def aten_calls(fn, iterations: int) -> float:
     return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / iterations
 
 
-def gpu_busy_ms(fn, iterations: int) -> float | None:
+def gpu_busy_ms(fn, iterations: int, top: dict | None = None) -> float | None:
     """Milliseconds per iteration that GPU kernels ran (torch.profiler): against the wall-clock
-    step it says whether the step waits for the GPU or for the host launching work."""
+    step it says whether the step waits for the GPU or for the host launching work. `top`, if
+    given, receives the 12 costliest kernels: name → (ms per iteration, launches per iteration)."""
     from torch.profiler import ProfilerActivity, profile
 
     try:
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             fn()
         # kernel events only: an operator's own row also counts the kernels it launched
-        us = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type.name == "CUDA")
+        kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+        us = sum(e.self_device_time_total for e in kernels)
+        if top is not None:
+            kernels.sort(key=lambda e: -e.self_device_time_total)
+            top.update({e.key[:90]: (round(e.self_device_time_total / 1000 / iterations, 3),
+                                     round(e.count / iterations, 1)) for e in kernels[:12]})
+            top["all kernels"] = (round(us / 1000 / iterations, 3), round(sum(e.count for e in kernels) / iterations, 1))
     except Exception as e:  # a profiler that cannot see the GPU must not cost the timings
         print(f"  (GPU busy time not measured: {type(e).__name__}: {e})")
         return None
@@ -102,14 +111,19 @@ def main() -> None:
     for prm in model.parameters():
         prm.requires_grad_(False)
     x = torch.randn(a.batch_size, *size, device=device)
-    bare = bare_step_ms(model, x, a.iterations, a.amp)
+    stepped = Bfloat16Model(model) if a.amp else model  # what the loop's step runs
+    bare = bare_step_ms(stepped, x, a.iterations)
     out = {"model": loaded.name, "batch": a.batch_size, "input": size, "amp": a.amp, "machine": machine(),
            "bare_forward_backward_ms": bare, "methods": {}}
+    if a.amp and device.type == "cuda":  # the fp32 model under autocast, for comparison
+        out["bare_autocast_ms"] = bare_step_ms(model, x, a.iterations, autocast=True)
+        print(f"  bare under bf16 autocast (fp32 weights): {out['bare_autocast_ms']:.1f} ms")
     if a.count_ops:
-        out["bare_aten_calls"] = aten_calls(lambda: bare_step_ms(model, x, 2, a.amp), 5)  # 3 warm-up + 2
+        out["bare_aten_calls"] = aten_calls(lambda: bare_step_ms(stepped, x, 2), 5)  # 3 warm-up + 2
         print(f"  bare: {out['bare_aten_calls']:.0f} ATen calls per iteration")
     if a.gpu_busy:
-        out["bare_gpu_busy_ms"] = gpu_busy_ms(lambda: bare_step_ms(model, x, 10, a.amp), 13)  # 3 warm-up + 10
+        out["bare_gpu_busy_ms"] = gpu_busy_ms(lambda: bare_step_ms(stepped, x, 10), 13,  # 3 warm-up + 10
+                                              top=out.setdefault("bare_top_kernels", {}))
     print(f"{loaded.name} {size} batch {a.batch_size} on {device}{' bf16' if a.amp else ''}: "
           f"bare forward+backward {bare:.1f} ms" + (f" (GPU busy {out['bare_gpu_busy_ms']:.1f} ms)"
                                                     if out.get("bare_gpu_busy_ms") else ""))
@@ -132,7 +146,7 @@ def main() -> None:
         out["methods"][name] = {"ms_per_iteration": ms, "ratio_to_bare": ms / bare}
         print(f"  {name:10s} {ms:8.1f} ms/iteration  ×{ms / bare:.2f}")
         if a.gpu_busy:
-            busy = gpu_busy_ms(lambda: run(10), 10 * rounds)
+            busy = gpu_busy_ms(lambda: run(10), 10 * rounds, top=out["methods"][name].setdefault("top_kernels", {}))
             out["methods"][name]["gpu_busy_ms"] = busy
             if busy is not None:
                 print(f"  {'':10s} {busy:8.1f} ms/iteration of GPU kernels")

@@ -59,7 +59,7 @@ def _synthesis_args(p: argparse.ArgumentParser) -> None:
                    help="override the method's crop schedule")
     g.add_argument("--crop-lower", type=float, default=0.08, help="δ_l of the crop schedules")
     g.add_argument("--crop-upper", type=float, default=1.0, help="δ_u of the crop schedules")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    g.add_argument("--amp", action="store_true", help="synthesize through a bf16 copy of the model (for GPUs; images and Adam stay fp32)")
     g.add_argument("--checkpoint-every", type=int, default=50, help="iterations between synthesis checkpoints")
     g.add_argument("--resume", action="store_true", help="continue from <out>.partial/synthesis_checkpoint.pt")
 

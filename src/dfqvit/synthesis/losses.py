@@ -112,7 +112,7 @@ def kde_entropy(samples: torch.Tensor, grid_points: int = 10) -> torch.Tensor:
 
 def patch_similarity_entropies(tokens: torch.Tensor) -> torch.Tensor:
     """KDE entropy of pairwise cosine similarities of tokens (B, N, C), per image: (B,)."""
-    t = F.normalize(tokens, dim=-1)
+    t = F.normalize(tokens.float(), dim=-1)  # bf16 similarities near 1 would be steps of 0.004
     sim = t @ t.transpose(1, 2)
     n = sim.shape[1]
     iu = torch.triu_indices(n, n, offset=1, device=sim.device)
