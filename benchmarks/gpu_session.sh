@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One lent-GPU session (the device tool), from the repository root of the machine that has the GPU:
-#   bash benchmarks/gpu_session.sh OUTDIR SECONDS [imagenet|cifar10]
-# versions, synthesis speed (fp32 and bf16, batch 32 and 128), then the time-boxed cells:
+#   bash benchmarks/gpu_session.sh OUTDIR SECONDS [imagenet|cifar10|speed]
+# versions, the CUDA-only tests (CUDA-graph replay), synthesis speed (fp32 and bf16, batch 32 and
+# 128; eager and CUDA-graph steps), then the time-boxed cells (none for `speed`):
 # imagenet → benchmarks/imagenet_gpu.py (every method at the papers' setting);
 # cifar10 → benchmarks/cifar10_table.py, every source × bits × 3 seeds, 8 processes sharing the GPU.
 # Results land in OUTDIR (tarred JSON, synthetic sets). Expects the ../shared files it needs under
@@ -15,6 +16,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=src DFQVIT_SHARED=${DFQVIT_SHARED:-gpu_shar
 start=$(date +%s)
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_scale.py -k "cuda_graph or graphed_run" 2>&1 | tail -15
 speed() { timeout 100 python3 benchmarks/synthesis_speed.py --model deit_tiny_patch16_224 --device cuda "$@"; }
 speed --iterations 50 --gpu-busy
 speed --iterations 50 --amp --gpu-busy
@@ -22,7 +24,9 @@ speed --iterations 20 --batch-size 128 --methods dfq-vit,mimiq,sardfq
 speed --iterations 20 --batch-size 128 --methods dfq-vit,mimiq,sardfq --amp
 left=$(( BUDGET - ($(date +%s) - start) - 45 ))
 echo "cells: $left s from $(( $(date +%s) - start )) s"
-if [ "$TASK" = cifar10 ]; then
+if [ "$TASK" = speed ]; then
+  tar czf "$OUT/results.tar.gz" benchmarks/results/synthesis_speed_*cuda*.json
+elif [ "$TASK" = cifar10 ]; then
   # the decoded eval set, and image sets made before (syn-*.pt, ~0.4 MB each): cells still missing
   # from a row are then quantized from the images its other cells used, not from a new draw
   mkdir -p benchmarks/cache && cp "$DFQVIT_SHARED"/eval-*.pt benchmarks/cache/

@@ -6,7 +6,8 @@
     python benchmarks/synthesis_speed.py --model deit_tiny_patch16_224 --device cuda --amp   # a GPU
 
 `--model NAME` without weights builds a randomly initialised timm model (speed does not depend
-on the weights). Writes benchmarks/results/synthesis_speed_<tag>.json.
+on the weights). On CUDA each method is timed with eager steps and with its steps replayed as a
+CUDA graph (the default there), against the bare step eager and replayed the same way. Writes benchmarks/results/synthesis_speed_<tag>.json.
 """
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from common import RESULTS, machine
 from dfqvit.api import observable_copy
 from dfqvit.models import LoadedModel, load_model, load_model_config
 from dfqvit.synthesis import SynthesisOptions, get_method
-from dfqvit.synthesis import losses
+from dfqvit.synthesis import graphs, losses
 from dfqvit.synthesis.loop import Bfloat16Model, synthesize_images
 
 METHODS = ("psaq", "psaq-lite", "dfq-vit", "mimiq", "sardfq")
+GRAPH_DEFAULT = set(graphs.GRAPH_ON)
 
 
 def sync(device: torch.device) -> None:
@@ -46,6 +48,29 @@ def bare_step_ms(model, x: torch.Tensor, iters: int, autocast: bool = False) -> 
         loss.backward()
         x.grad = None
     sync(device)
+    return (time.perf_counter() - t0) / iters * 1000
+
+
+def bare_graphed_ms(model, x: torch.Tensor, iters: int) -> float:
+    """The bare forward+backward captured once as a CUDA graph and replayed: the floor a step
+    replayed the same way is measured against (torch.cuda.graphs' recipe: warm up on a side stream)."""
+    static = x.clone().requires_grad_(True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            model(static).float().logsumexp(1).mean().backward()
+            static.grad = None
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        model(static).float().logsumexp(1).mean().backward()
+    for i in range(iters + 3):
+        if i == 3:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        graph.replay()
+    torch.cuda.synchronize()
     return (time.perf_counter() - t0) / iters * 1000
 
 
@@ -118,6 +143,9 @@ def main() -> None:
     if a.amp and device.type == "cuda":  # the fp32 model under autocast, for comparison
         out["bare_autocast_ms"] = bare_step_ms(model, x, a.iterations, autocast=True)
         print(f"  bare under bf16 autocast (fp32 weights): {out['bare_autocast_ms']:.1f} ms")
+    if device.type in graphs.GRAPH_ON:
+        out["bare_graphed_ms"] = bare_graphed_ms(stepped, x, a.iterations)
+        print(f"  bare forward+backward replayed as a CUDA graph: {out['bare_graphed_ms']:.1f} ms")
     if a.count_ops:
         out["bare_aten_calls"] = aten_calls(lambda: bare_step_ms(stepped, x, 2), 5)  # 3 warm-up + 2
         print(f"  bare: {out['bare_aten_calls']:.0f} ATen calls per iteration")
@@ -137,16 +165,39 @@ def main() -> None:
             synthesize_images(model, method, size, loaded.num_classes, loaded.data_config["mean"],
                               loaded.data_config["std"], opts, device, progress=False)
 
-        run(2)  # warm-up
-        sync(device)
-        t0 = time.perf_counter()
-        run(a.iterations)
-        sync(device)
-        ms = (time.perf_counter() - t0) / (a.iterations * rounds) * 1000
-        out["methods"][name] = {"ms_per_iteration": ms, "ratio_to_bare": ms / bare}
-        print(f"  {name:10s} {ms:8.1f} ms/iteration  ×{ms / bare:.2f}")
+        def seconds(iterations: int) -> float:
+            sync(device)
+            t0 = time.perf_counter()
+            run(iterations)
+            sync(device)
+            return time.perf_counter() - t0
+
+        graphed = device.type in graphs.GRAPH_ON
+        graphs.GRAPH_ON = set()  # eager steps first: the numbers earlier sessions measured
+        try:
+            run(2)  # warm-up
+            ms = seconds(a.iterations) / (a.iterations * rounds) * 1000
+        finally:
+            graphs.GRAPH_ON = GRAPH_DEFAULT
+        row = out["methods"][name] = {"ms_per_iteration": ms, "ratio_to_bare": ms / bare}
+        print(f"  {name:10s} {ms:8.1f} ms/iteration  ×{ms / bare:.2f}" + ("  (eager)" if graphed else ""))
+        if graphed:  # replayed as a CUDA graph: steady-state ms from two run lengths (capture and warm-up cancel)
+            short = 12
+            run(short)
+            once, more = seconds(short), seconds(short + a.iterations)
+            steady = (more - once) / (a.iterations * rounds) * 1000
+            row.update(graphed_ms_per_iteration=steady, graphed_ratio_to_bare=steady / bare,
+                       graphed_ratio_to_graphed_bare=steady / out["bare_graphed_ms"],
+                       graph_fixed_ms_per_round=(once * 1000 - steady * short * rounds) / rounds)
+            print(f"  {'':10s} {steady:8.1f} ms/iteration  ×{steady / bare:.2f}  (CUDA graph; "
+                  f"×{steady / out['bare_graphed_ms']:.2f} of the graphed bare step; capture and 3 eager "
+                  f"steps +{row['graph_fixed_ms_per_round']:.0f} ms a round)")
         if a.gpu_busy:
-            busy = gpu_busy_ms(lambda: run(10), 10 * rounds, top=out["methods"][name].setdefault("top_kernels", {}))
+            graphs.GRAPH_ON = set()  # the eager step's kernels
+            try:
+                busy = gpu_busy_ms(lambda: run(10), 10 * rounds, top=out["methods"][name].setdefault("top_kernels", {}))
+            finally:
+                graphs.GRAPH_ON = GRAPH_DEFAULT
             out["methods"][name]["gpu_busy_ms"] = busy
             if busy is not None:
                 print(f"  {'':10s} {busy:8.1f} ms/iteration of GPU kernels")

@@ -217,3 +217,63 @@ def test_bf16_synthesis_runs_a_bf16_copy_and_keeps_the_fp32_losses(tiny, name):
     assert not torch.equal(runs[True].images, runs[False].images)  # the bf16 path did run
     for term, value in runs[False].final_terms.items():
         assert runs[True].final_terms[term] == pytest.approx(value, rel=0.02, abs=0.01), term
+
+
+def test_jitter_and_flip_as_one_permutation_equal_roll_then_flip_with_their_gradient():
+    """The loop applies PSAQ's roll + flip as a gather by a position permutation (a tensor, so a
+    CUDA graph can replay it with new draws): values and gradients exactly those of torch.roll
+    then torch.flip, and the generator consumed the same way."""
+    from dfqvit.synthesis.schedules import apply_permutation, jitter_flip_index
+
+    x = torch.randn(3, 2, 7, 9, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    g = torch.randn(3, 2, 7, 9, generator=torch.Generator().manual_seed(1))
+    gen, ref_gen = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    seen_flip = set()
+    for _ in range(12):
+        out = apply_permutation(x, jitter_flip_index(7, 9, 3, gen, flip=True))
+        dx, dy = torch.randint(-3, 4, (2,), generator=ref_gen).tolist()
+        ref = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+        flipped = torch.rand(1, generator=ref_gen).item() < 0.5
+        ref = torch.flip(ref, dims=(3,)) if flipped else ref
+        seen_flip.add(flipped)
+        assert torch.equal(out, ref)
+        assert torch.equal(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+    assert seen_flip == {True, False}
+    assert jitter_flip_index(7, 9, 0, gen, flip=False) is None
+
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device (run on a GPU)")
+
+
+@cuda_only
+@pytest.mark.parametrize("name", ["psaq", "dfq-vit", "mimiq", "sardfq"])
+@pytest.mark.parametrize("amp", [False, True])
+def test_steps_replayed_as_a_cuda_graph_give_the_images_of_eager_steps(tiny, monkeypatch, recwarn, name, amp):
+    from dfqvit.synthesis import graphs
+
+    opts = SynthesisOptions(num_images=8, batch_size=4, iterations=9, seed=1, amp=amp)  # 3 eager + capture + 5 replays
+    args = (observable_copy(tiny.model), get_method(name), (3, 32, 32), 10, (0.5,) * 3, (0.5,) * 3, opts, "cuda")
+    graphed = synthesize_images(*args, progress=False)
+    monkeypatch.setattr(graphs, "GRAPH_ON", set())
+    eager = synthesize_images(*args, progress=False)
+    assert not [w for w in recwarn if "CUDA graph" in str(w.message)]  # captured, not fallen back to eager
+    torch.testing.assert_close(graphed.images, eager.images, rtol=1e-4, atol=1e-4)
+    assert graphed.final_terms == pytest.approx(eager.final_terms, rel=1e-3, abs=1e-4)
+
+
+@cuda_only
+def test_a_graphed_run_resumed_inside_a_round_gives_the_straight_run(tiny, tmp_path, recwarn):
+    opts = SynthesisOptions(num_images=4, batch_size=4, iterations=10, checkpoint_every=5, seed=2)
+    args = (observable_copy(tiny.model), get_method("psaq"), (3, 32, 32), 10, (0.5,) * 3, (0.5,) * 3, opts, "cuda")
+    straight = synthesize_images(*args, progress=False)
+
+    def interrupt(_b, it):
+        if it == 13:  # second round, after its capture
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synthesize_images(*args, checkpoint_path=tmp_path / "ckpt.pt", progress=False, on_iteration=interrupt)
+    resumed = synthesize_images(*args, checkpoint_path=tmp_path / "ckpt.pt", resume=True, progress=False)
+    assert not [w for w in recwarn if "CUDA graph" in str(w.message)]
+    assert resumed.resumed_from == {"batch": 0, "iteration": 13}
+    torch.testing.assert_close(resumed.images, straight.images, rtol=1e-4, atol=1e-4)

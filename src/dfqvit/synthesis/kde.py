@@ -49,7 +49,10 @@ def gaussian_kde(samples: torch.Tensor, grid: torch.Tensor, bandwidth: torch.Ten
         raise ValueError("gaussian_kde: grid and bandwidth must be constants (detach them)")
     if samples.dtype in (torch.float16, torch.bfloat16):  # the backward's two sums cancel: keep 24 bits
         samples, grid = samples.float(), grid.float()
-    bandwidth = torch.as_tensor(bandwidth, dtype=samples.dtype, device=samples.device)
+    if isinstance(bandwidth, torch.Tensor):
+        bandwidth = bandwidth.to(samples.dtype)
+    else:  # a fill on the device, not a host-to-device copy (which waits for the GPU, and cannot be captured)
+        bandwidth = samples.new_full((1,), float(bandwidth))
     if bandwidth.dim() == 0:
         bandwidth = bandwidth.reshape(1)
     return _GaussianKDE.apply(samples, grid, bandwidth)

@@ -24,7 +24,8 @@ from ..models.attention import PointRecorder, attention_modules
 from . import losses
 from .losses import TERM_STATE, SynthesisContext, get_term, make_targets, random_attention_priors
 from .methods import Method
-from .schedules import CropSchedule, jitter_flip, random_resized_crop
+from . import graphs
+from .schedules import CropSchedule, apply_crop, apply_permutation, crop_theta, jitter_flip_index, to_device
 
 
 @dataclass
@@ -100,6 +101,24 @@ class Bfloat16Model(nn.Module):
         return self.model(x.to(torch.bfloat16)).float()
 
 
+def _adam(x: torch.Tensor, lr: float, capturable: bool, state: dict | None) -> torch.optim.Adam:
+    """PSAQ-ViT's Adam (betas 0.5, 0.9); fused (one kernel a step) on CUDA; `capturable` — its lr
+    a device tensor and its step count on the device — when the step is replayed as a CUDA graph."""
+    if capturable:
+        optim = torch.optim.Adam([x], lr=torch.tensor(lr, device=x.device), betas=(0.5, 0.9), fused=True,
+                                 capturable=True)
+    else:
+        optim = torch.optim.Adam([x], lr=lr, betas=(0.5, 0.9), fused=(x.device.type == "cuda") or None)
+    if state is not None:
+        optim.load_state_dict(state)
+        if capturable:  # a checkpoint written by eager steps: its lr and step as a captured Adam needs them
+            for g in optim.param_groups:
+                g["lr"], g["capturable"] = torch.tensor(float(g["lr"]), device=x.device), True
+            for st in optim.state.values():
+                st["step"] = torch.as_tensor(st["step"], dtype=torch.float32).to(x.device)
+    return optim
+
+
 def _lr_at(t: int, total: int, base: float, warmup: int) -> float:
     if t < warmup:
         return base * (t + 1) / warmup
@@ -169,6 +188,9 @@ def synthesize_images(
     stateful = [name for name in method.terms if name in TERM_STATE]
     batched = device.type in losses.BATCH_ON  # extra views in the main forward (see losses.VIEW_TERMS)
     viewing = [name for name in method.terms if name in losses.VIEW_TERMS] if batched else []
+    # steps replayed as a CUDA graph where they can be: only the built-in terms are known to read
+    # nothing that changes between steps outside the step's tensors (ctx.iteration, ctx.gen)
+    graphed = batched and device.type in graphs.GRAPH_ON and all(name in losses.BUILT_IN_TERMS for name in method.terms)
     lo = torch.tensor([(0 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     attn_modules = attention_modules(net)
@@ -248,23 +270,17 @@ def synthesize_images(
                 # on the device once per batch: a copy from the host inside the step waits for the GPU
                 extras = {name: v.to(device) for name, v in extras.items()}
                 batch_priors = None if priors is None else priors[sl].to(device)
-                optim = None
+                optim = runner = None
                 warmup = int(opts.warmup_fraction * opts.iterations)
-                for t in range(first, per_batch):
-                    rnd, local = divmod(t, opts.iterations)
-                    if optim is None or local == 0:  # each round starts with a fresh Adam (PSAQ-ViT)
-                        optim = torch.optim.Adam([x], lr=opts.lr, betas=(0.5, 0.9),
-                                                 fused=(device.type == "cuda") or None)  # one kernel a step
-                        if t == first and b == batch_idx and adam_state is not None:
-                            optim.load_state_dict(adam_state)
-                    for g in optim.param_groups:
-                        g["lr"] = _lr_at(local, opts.iterations, opts.lr, warmup)
+
+                def step(draws: dict[str, torch.Tensor]) -> torch.Tensor:
+                    """One optimisation step from its random draws (on the device); returns the loss terms."""
                     view = x
-                    bound = schedule.lower_bound(local, opts.iterations)
-                    if bound is not None:
-                        view = random_resized_crop(view, (bound, 1.0), gen)
-                    view = jitter_flip(view, jitters[rnd], gen, opts.flip)
-                    extra_views = [losses.VIEW_TERMS[name](x, gen) for name in viewing]
+                    if "crop" in draws:
+                        view = apply_crop(view, draws["crop"])
+                    if "jitter" in draws:
+                        view = apply_permutation(view, draws["jitter"])
+                    extra_views = [losses.VIEW_TERMS[name].apply(x, draws["view:" + name]) for name in viewing]
                     for r in recorders.values():
                         r.clear()
                     n, total = len(view), len(view) + sum(len(v) for v in extra_views)
@@ -283,12 +299,40 @@ def synthesize_images(
                         v = fn(ctx).float()
                         values.append(v.detach().reshape(()))
                         loss = loss + weight * v
-                    pending.append((t, torch.stack(values)))
                     optim.zero_grad(set_to_none=True)
                     loss.backward()
                     optim.step()
                     with torch.no_grad():
                         x.clamp_(lo, hi)  # back into the valid pixel range, in place
+                    return torch.stack(values)
+
+                for t in range(first, per_batch):
+                    rnd, local = divmod(t, opts.iterations)
+                    if optim is None or local == 0:  # each round starts with a fresh Adam (PSAQ-ViT)
+                        resumed = adam_state if t == first and b == batch_idx else None
+                        optim = _adam(x, opts.lr, graphed, resumed)
+                        runner = graphs.CapturedStep(step, device) if graphed else None
+                    lr = _lr_at(local, opts.iterations, opts.lr, warmup)
+                    for g in optim.param_groups:
+                        if graphed:
+                            g["lr"].fill_(lr)  # a device tensor the captured Adam reads
+                        else:
+                            g["lr"] = lr
+                    # the step's random draws, in the generator's fixed order: crop, jitter/flip, views
+                    draws = {}
+                    bound = schedule.lower_bound(local, opts.iterations)
+                    if bound is not None:
+                        draws["crop"] = crop_theta(len(x), (bound, 1.0), gen)
+                    index = jitter_flip_index(input_size[1], input_size[2], jitters[rnd], gen, opts.flip)
+                    if index is not None:
+                        draws["jitter"] = index
+                    for name in viewing:
+                        draws["view:" + name] = losses.VIEW_TERMS[name].draw(len(x), gen)
+                    if runner is not None:
+                        values = runner(draws)
+                    else:
+                        values = step({k: to_device(v, device) for k, v in draws.items()})
+                    pending.append((t, values))
                     bar.update(1)
                     done_t = t + 1
                     if len(pending) >= SYNC_EVERY or done_t == per_batch:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..models.attention import ObservableAttention
 from .kde import gaussian_kde
+from .schedules import apply_crop, crop_theta, to_device
 
 
 @dataclass
@@ -43,12 +44,23 @@ LOSS_TERMS: dict[str, LossTerm] = {}
 # Terms that keep state per batch (drawn once when a batch starts, stored in the checkpoint):
 # name → prepare(gen, batch_size, input_size) -> tensor, readable in ctx.extras[name].
 TERM_STATE: dict[str, Callable[[torch.Generator, int, tuple[int, int, int]], torch.Tensor]] = {}
-# Terms that need the model's logits on extra views of the images: name → make_views(images, gen)
-# → (V·B, C, H, W). On BATCH_ON devices the loop runs those views in the same forward as the main
-# view (one batched call, not one per view: a GPU step is bound by kernel launches) and hands the
-# term their logits in ctx.view_logits[name]; elsewhere, or evaluated on its own, such a term runs
-# the model itself, one forward per view.
-VIEW_TERMS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {}
+
+
+@dataclass(frozen=True)
+class ViewTerm:
+    """How a term's extra views of the images are made: `draw(batch, gen)` takes the random draws
+    (a host tensor), `apply(images, drawn)` makes the (V·B, C, H, W) views from them on the device.
+    Apart, the draws can change between replays of a captured CUDA graph."""
+
+    draw: Callable[[int, torch.Generator], torch.Tensor]
+    apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# Terms that need the model's logits on extra views of the images. On BATCH_ON devices the loop
+# runs those views in the same forward as the main view (one batched call, not one per view: a
+# GPU step is bound by kernel launches) and hands the term their logits in ctx.view_logits[name];
+# elsewhere, or evaluated on its own, such a term runs the model itself, one forward per view.
+VIEW_TERMS: dict[str, ViewTerm] = {}
 
 
 def register_term(name: str) -> Callable[[LossTerm], LossTerm]:
@@ -291,11 +303,20 @@ MULTI_SEMANTIC_CROPS = 2
 MULTI_SEMANTIC_SCALE = (0.25, 0.6)
 
 
+def multi_semantic_draws(n: int, gen: torch.Generator) -> torch.Tensor:
+    """The crop matrices of MULTI_SEMANTIC_CROPS random-resized crops of n images, crop-major."""
+    return torch.cat([crop_theta(n, MULTI_SEMANTIC_SCALE, gen) for _ in range(MULTI_SEMANTIC_CROPS)])
+
+
+def multi_semantic_crops(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """The crops of `multi_semantic_draws`, crop-major (one grid_sample per crop: a single one over
+    repeated images would sum the crops' gradients in another order and change the images' last bits)."""
+    return torch.cat([apply_crop(images, t) for t in theta.chunk(MULTI_SEMANTIC_CROPS)])
+
+
 def multi_semantic_views(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """SARDFQ's local crops: MULTI_SEMANTIC_CROPS random-resized crops of every image, crop-major."""
-    from .schedules import random_resized_crop
-
-    return torch.cat([random_resized_crop(images, MULTI_SEMANTIC_SCALE, gen) for _ in range(MULTI_SEMANTIC_CROPS)])
+    return multi_semantic_crops(images, to_device(multi_semantic_draws(len(images), gen), images.device))
 
 
 @register_term("multi_semantic")
@@ -310,7 +331,7 @@ def multi_semantic_term(ctx: SynthesisContext) -> torch.Tensor:
     return F.cross_entropy(logits.float(), ctx.targets.repeat(repeats, *[1] * (ctx.targets.dim() - 1)))
 
 
-VIEW_TERMS["multi_semantic"] = multi_semantic_views
+VIEW_TERMS["multi_semantic"] = ViewTerm(multi_semantic_draws, multi_semantic_crops)
 
 
 def make_targets(n: int, num_classes: int, gen: torch.Generator, soft: bool = False) -> torch.Tensor:
@@ -330,3 +351,8 @@ def make_targets(n: int, num_classes: int, gen: torch.Generator, soft: bool = Fa
         w = torch.rand(len(others), generator=gen)
         t[i, others] += (1 - main[i]) * w / w.sum()
     return t
+
+
+# The terms defined here: they read only the step's tensors (not ctx.iteration or ctx.gen on the
+# batched path), so a step made of them can be replayed as a CUDA graph (see graphs.py).
+BUILT_IN_TERMS = frozenset(LOSS_TERMS)

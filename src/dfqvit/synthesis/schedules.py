@@ -41,10 +41,9 @@ class CropSchedule:
 SCHEDULES = ("none", "fixed", "e2h", "h2e")
 
 
-def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], gen: torch.Generator,
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
-    """Differentiable per-image random-resized-crop, resized back to the input size."""
-    n = x.shape[0]
+def crop_theta(n: int, scale: tuple[float, float], gen: torch.Generator,
+               ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """The random draws of a random-resized-crop of `n` images: affine matrices (n, 2, 3), on the CPU."""
     area = torch.empty(n).uniform_(scale[0], scale[1], generator=gen)
     log_r = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
     r = torch.exp(log_r)
@@ -54,17 +53,51 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], gen: torch.
     cy = (torch.rand(n, generator=gen) * 2 - 1) * (1 - h)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w, cx, h, cy
-    if x.is_cuda:  # from pinned memory without waiting: a pageable copy would sync with the GPU every step
-        theta = theta.pin_memory().to(x.device, non_blocking=True)
-    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return theta
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`; to a GPU from pinned memory without waiting (a pageable copy
+    would sync with the GPU every step)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def apply_crop(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Crop each image by its affine matrix and resize it back to the input size (differentiable)."""
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], gen: torch.Generator,
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """Differentiable per-image random-resized-crop, resized back to the input size."""
+    return apply_crop(x, to_device(crop_theta(x.shape[0], scale, gen, ratio), x.device))
+
+
+def jitter_flip_index(height: int, width: int, max_shift: int, gen: torch.Generator,
+                      flip: bool = True) -> torch.Tensor | None:
+    """PSAQ-ViT's augmentation drawn as a permutation of the H·W pixel positions: one random roll
+    and an optional horizontal flip (None: neither can happen). `apply_permutation` with it gives
+    exactly torch.roll then torch.flip; as a tensor it can change between replays of a CUDA graph."""
+    if max_shift <= 0 and not flip:
+        return None
+    rows, cols = torch.arange(height), torch.arange(width)
+    if max_shift > 0:
+        dx, dy = torch.randint(-max_shift, max_shift + 1, (2,), generator=gen).tolist()
+        rows, cols = (rows - dy) % height, (cols - dx) % width  # torch.roll: out[i] = x[(i − shift) mod n]
+    if flip and torch.rand(1, generator=gen).item() < 0.5:
+        cols = cols.flip(0)
+    return (rows[:, None] * width + cols[None, :]).flatten()
+
+
+def apply_permutation(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Move every image's pixels by a flat position permutation (one gather; its gradient is exact)."""
+    return x.flatten(2).index_select(2, index).view_as(x)
 
 
 def jitter_flip(x: torch.Tensor, max_shift: int, gen: torch.Generator, flip: bool = True) -> torch.Tensor:
     """PSAQ-ViT's augmentation: one random roll and an optional horizontal flip per step."""
-    if max_shift > 0:
-        dx, dy = torch.randint(-max_shift, max_shift + 1, (2,), generator=gen).tolist()
-        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-    if flip and torch.rand(1, generator=gen).item() < 0.5:
-        x = torch.flip(x, dims=(3,))
-    return x
+    index = jitter_flip_index(x.shape[2], x.shape[3], max_shift, gen, flip)
+    return x if index is None else apply_permutation(x, to_device(index, x.device))
