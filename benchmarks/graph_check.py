@@ -21,29 +21,37 @@ import torch
 from common import RESULTS, machine
 from dfqvit.api import observable_copy
 from dfqvit.errors import ConfigError
-from dfqvit.models import load_model_config
+from dfqvit.models import load_model, load_model_config
 from dfqvit.synthesis import SynthesisOptions, get_method, graphs
 from dfqvit.synthesis.loop import synthesize_images
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-config", action="append", required=True)
+    p.add_argument("--model-config", action="append", default=[], help="a model config (repeatable)")
+    p.add_argument("--embedded", action="store_true", help="also the embedded tiny ViT (the unit tests' model)")
+    p.add_argument("--num-images", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs per mode: with 2, also each mode's run-to-run difference (is a difference the "
+                        "graph's, or the GPU's nondeterminism that both modes have?)")
     p.add_argument("--methods", default="psaq,psaq-lite,dfq-vit,mimiq,sardfq")
     p.add_argument("--iterations", type=int, default=40)
     a = p.parse_args()
     default = set(graphs.GRAPH_ON)
     out = {"machine": machine(), "iterations": a.iterations, "torch": torch.__version__, "models": {}}
-    for config in a.model_config:
-        loaded = load_model_config(config)
+    for config in a.model_config + (["embedded"] if a.embedded else []):
+        loaded = load_model() if config == "embedded" else load_model_config(config)
         model = observable_copy(loaded.model).cuda()
         size, dc = tuple(loaded.data_config["input_size"]), loaded.data_config
         rows = out["models"][Path(config).stem] = {}
         for name in a.methods.split(","):
             runs = {}
-            for mode, on in (("eager", set()), ("graphed", default)):
+            modes = [(m + (f"#{r}" if r else ""), on) for r in range(a.repeats)
+                     for m, on in (("eager", set()), ("graphed", default))]
+            for mode, on in modes:
                 graphs.GRAPH_ON = on
-                opts = SynthesisOptions(num_images=32, batch_size=32, iterations=a.iterations, seed=0)
+                opts = SynthesisOptions(num_images=a.num_images, batch_size=a.batch_size, iterations=a.iterations, seed=0)
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     torch.cuda.synchronize()
@@ -61,6 +69,11 @@ def main() -> None:
                               "warnings": [str(w.message) for w in caught if "CUDA graph" in str(w.message)]}
             graphs.GRAPH_ON = default
             if "skipped" not in runs:
+                for r in range(1, a.repeats):
+                    for m in ("eager", "graphed"):
+                        again = runs[f"{m}#{r}"].pop("images")
+                        runs[f"{m}_rerun_max_image_difference"] = float((again - runs[m]["images"]).abs().max())
+                        print(f"  {m} run {r} vs run 0: max |Δimage| {runs[f'{m}_rerun_max_image_difference']:.2e}")
                 e, g = runs["eager"].pop("images"), runs["graphed"].pop("images")
                 runs["max_image_difference"] = float((g - e).abs().max())
                 runs["image_range"] = float(e.abs().max())

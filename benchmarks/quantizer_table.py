@@ -10,7 +10,6 @@ and the presets. Rows: Gaussian noise, real images (32 from calib/), DFQ-ViT syn
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 

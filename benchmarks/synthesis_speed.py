@@ -155,6 +155,17 @@ def main() -> None:
     print(f"{loaded.name} {size} batch {a.batch_size} on {device}{' bf16' if a.amp else ''}: "
           f"bare forward+backward {bare:.1f} ms" + (f" (GPU busy {out['bare_gpu_busy_ms']:.1f} ms)"
                                                     if out.get("bare_gpu_busy_ms") else ""))
+    # a config names its file (the CIFAR DeiT is a deit_tiny_patch16_224 at 32 px: its own tag)
+    name = a.model or (a.model_config and Path(a.model_config).stem) or "tiny"
+    tag = name.replace("/", "_") + f"_{device.type}"
+    tag += "_bf16" if a.amp else ""
+    tag += f"_b{a.batch_size}" if a.batch_size != 32 else ""
+    tag += "_ops" if a.count_ops else ""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every method: a run stopped by a time limit keeps what it measured
+        (RESULTS / f"synthesis_speed_{tag}.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
+
     for name in a.methods.split(","):
         method = get_method(name)
         rounds = max(1, len(method.rounds))
@@ -210,14 +221,8 @@ def main() -> None:
                 losses.BATCH_ON = default
             out["methods"][name].update(aten_calls=calls, aten_calls_ratio=calls / out["bare_aten_calls"])
             print(f"  {'':10s} {calls:8.0f} ATen calls/iteration  ×{calls / out['bare_aten_calls']:.2f}")
-    # a config names its file (the CIFAR DeiT is a deit_tiny_patch16_224 at 32 px: its own tag)
-    name = a.model or (a.model_config and Path(a.model_config).stem) or "tiny"
-    tag = name.replace("/", "_") + f"_{device.type}"
-    tag += "_bf16" if a.amp else ""
-    tag += f"_b{a.batch_size}" if a.batch_size != 32 else ""
-    tag += "_ops" if a.count_ops else ""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"synthesis_speed_{tag}.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
+        save()
+    save()
 
 
 if __name__ == "__main__":

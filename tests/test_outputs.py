@@ -1,7 +1,6 @@
 """--out never deletes what dfqvit did not write, and refuses before any work starts."""
 import json
 import os
-from pathlib import Path
 
 import pytest
 

