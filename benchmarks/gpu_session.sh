@@ -17,9 +17,10 @@ start=$(date +%s)
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_scale.py -k "cuda_graph or graphed_run" 2>&1 | tail -15
-speed() { timeout 100 python3 benchmarks/synthesis_speed.py --model deit_tiny_patch16_224 --device cuda "$@"; }
-speed --iterations 50 --gpu-busy
-speed --iterations 50 --amp --gpu-busy
+# each run saves its JSON after every method: a run its timeout stops keeps what it measured
+speed() { timeout 120 python3 benchmarks/synthesis_speed.py --model deit_tiny_patch16_224 --device cuda "$@"; }
+speed --iterations 40 --gpu-busy
+speed --iterations 40 --amp
 speed --iterations 20 --batch-size 128 --methods dfq-vit,mimiq,sardfq
 speed --iterations 20 --batch-size 128 --methods dfq-vit,mimiq,sardfq --amp
 left=$(( BUDGET - ($(date +%s) - start) - 45 ))

@@ -37,7 +37,8 @@ class CapturedStep:
         self.out: torch.Tensor | None = None
         self.eager_left = WARMUP_STEPS
         self.failed: str | None = None
-        self._side = torch.cuda.Stream(device)
+        self._side = torch.cuda.Stream(device)  # the eager warm-up steps, as the recipe asks
+        self._capture = torch.cuda.Stream(device)  # torch.cuda.graph's default stream is made once, on one device
 
     def _to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in inputs.items()}
@@ -50,6 +51,12 @@ class CapturedStep:
         return out
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        # on the step's own GPU: a capture records only the work of its device's capturing stream,
+        # so a step on cuda:1 captured while cuda:0 is current would record nothing
+        with torch.cuda.device(self.device):
+            return self._call(inputs)
+
+    def _call(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.failed is not None or self.eager_left > 0:
             self.eager_left -= 1
             return self._eager(inputs)
@@ -58,7 +65,7 @@ class CapturedStep:
             torch.cuda.synchronize(self.device)
             graph = torch.cuda.CUDAGraph()
             try:
-                with torch.cuda.graph(graph):
+                with torch.cuda.graph(graph, stream=self._capture):
                     self.out = self.body(self.static)
             except Exception as e:  # an op that cannot be captured: this run's steps stay eager
                 self.failed = f"{type(e).__name__}: {e}".splitlines()[0]

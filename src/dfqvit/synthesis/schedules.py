@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError
 
@@ -65,9 +64,41 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def apply_crop(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Crop each image by its affine matrix and resize it back to the input size (differentiable)."""
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    """Crop each image by its affine matrix and resize it back to the input size (differentiable):
+    what F.affine_grid + F.grid_sample (bilinear, reflection padding, align_corners=False) give for
+    axis-aligned crops (theta [[w, 0, cx], [0, h, cy]], the only kind drawn here), computed as two
+    matrix products, rows then columns.
+
+    Why not grid_sample itself: its CUDA backward adds the gradient with atomics, so on a GPU two
+    runs of a cropping method (dfq-vit, sardfq) were not the same images — Adam turns the last-bit
+    differences into sign flips of near-zero gradients (measured on an H100: ViT-Tiny dfq-vit, two
+    eager runs apart by the full pixel range after 40 iterations). Interpolation matrices make the
+    backward two matmuls as well: the same bits on every run."""
+    height, width = x.shape[2:]
+    theta = theta.double()  # coordinates of up to a few hundred pixels: float64 keeps them exact to 1e-13
+    rows = _axis_interpolation(theta[:, 1, 1], theta[:, 1, 2], height).to(x.dtype)  # (n, H_out, H_in)
+    cols = _axis_interpolation(theta[:, 0, 0], theta[:, 0, 2], width).to(x.dtype)  # (n, W_out, W_in)
+    return rows.unsqueeze(1) @ x @ cols.transpose(1, 2).unsqueeze(1)
+
+
+def _axis_interpolation(scale: torch.Tensor, shift: torch.Tensor, size: int) -> torch.Tensor:
+    """grid_sample's bilinear weights along one axis, as a matrix (n, size_out, size_in): output
+    pixel j samples normalised coordinate scale·x_j + shift, x_j = (2j + 1)/size − 1 (affine_grid,
+    align_corners=False); reflected about −½ and size − ½, clipped to [0, size − 1] like grid_sample."""
+    j = torch.arange(size, device=scale.device, dtype=scale.dtype)
+    src = scale[:, None] * ((2 * j + 1) / size - 1) + shift[:, None]
+    u = ((src + 1) * size - 1) / 2  # pixel coordinate
+    span = float(size)  # reflection about −½ and size − ½: period 2·size
+    folded = (u + 0.5).abs()
+    extra, flips = torch.fmod(folded, span), torch.floor(folded / span)
+    u = torch.where(flips % 2 == 0, extra - 0.5, span - extra - 0.5).clamp(0, size - 1)
+    left = u.floor()
+    frac = u - left
+    left = left.long()
+    weights = torch.zeros(*u.shape, size + 1, device=u.device, dtype=u.dtype)  # a spare column for left + 1 = size
+    weights.scatter_(2, left.unsqueeze(2), (1 - frac).unsqueeze(2))
+    weights.scatter_(2, (left + 1).unsqueeze(2), frac.unsqueeze(2))  # another column: no sum, no atomics
+    return weights[..., :size]
 
 
 def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], gen: torch.Generator,
