@@ -21,10 +21,9 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ConfigError, SynthesisDivergedError
 from ..models.attention import PointRecorder, attention_modules
-from . import losses
+from . import graphs, losses
 from .losses import TERM_STATE, SynthesisContext, get_term, make_targets, random_attention_priors
 from .methods import Method
-from . import graphs
 from .schedules import CropSchedule, apply_crop, apply_permutation, crop_theta, jitter_flip_index, to_device
 
 

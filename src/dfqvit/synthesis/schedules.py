@@ -101,12 +101,6 @@ def _axis_interpolation(scale: torch.Tensor, shift: torch.Tensor, size: int) -> 
     return weights[..., :size]
 
 
-def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], gen: torch.Generator,
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
-    """Differentiable per-image random-resized-crop, resized back to the input size."""
-    return apply_crop(x, to_device(crop_theta(x.shape[0], scale, gen, ratio), x.device))
-
-
 def jitter_flip_index(height: int, width: int, max_shift: int, gen: torch.Generator,
                       flip: bool = True) -> torch.Tensor | None:
     """PSAQ-ViT's augmentation drawn as a permutation of the H·W pixel positions: one random roll
@@ -126,9 +120,3 @@ def jitter_flip_index(height: int, width: int, max_shift: int, gen: torch.Genera
 def apply_permutation(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Move every image's pixels by a flat position permutation (one gather; its gradient is exact)."""
     return x.flatten(2).index_select(2, index).view_as(x)
-
-
-def jitter_flip(x: torch.Tensor, max_shift: int, gen: torch.Generator, flip: bool = True) -> torch.Tensor:
-    """PSAQ-ViT's augmentation: one random roll and an optional horizontal flip per step."""
-    index = jitter_flip_index(x.shape[2], x.shape[3], max_shift, gen, flip)
-    return x if index is None else apply_permutation(x, to_device(index, x.device))
