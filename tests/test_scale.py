@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -210,8 +211,11 @@ def test_bf16_synthesis_runs_a_bf16_copy_and_keeps_the_fp32_losses(tiny, name):
     runs = {}
     for amp in (False, True):
         opts = SynthesisOptions(num_images=4, batch_size=4, iterations=1, seed=4, amp=amp)
-        runs[amp] = synthesize_images(model, get_method(name), (3, 32, 32), 10, (0.5,) * 3, (0.5,) * 3, opts,
-                                      progress=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs[amp] = synthesize_images(model, get_method(name), (3, 32, 32), 10, (0.5,) * 3, (0.5,) * 3, opts,
+                                          progress=False)
+        assert any("--amp on the CPU" in str(w.message) for w in caught) == amp  # told it is meant for GPUs
     assert all(v.dtype == torch.float32 and torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert runs[True].images.dtype == torch.float32
     assert not torch.equal(runs[True].images, runs[False].images)  # the bf16 path did run
