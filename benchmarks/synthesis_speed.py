@@ -156,8 +156,8 @@ def main() -> None:
           f"bare forward+backward {bare:.1f} ms" + (f" (GPU busy {out['bare_gpu_busy_ms']:.1f} ms)"
                                                     if out.get("bare_gpu_busy_ms") else ""))
     # a config names its file (the CIFAR DeiT is a deit_tiny_patch16_224 at 32 px: its own tag)
-    name = a.model or (a.model_config and Path(a.model_config).stem) or "tiny"
-    tag = name.replace("/", "_") + f"_{device.type}"
+    model_name = a.model or (a.model_config and Path(a.model_config).stem) or "tiny"
+    tag = model_name.replace("/", "_") + f"_{device.type}"
     tag += "_bf16" if a.amp else ""
     tag += f"_b{a.batch_size}" if a.batch_size != 32 else ""
     tag += "_ops" if a.count_ops else ""

@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from .schedules import to_device
+
 # Devices whose synthesis steps are captured (tests switch it, like losses.BATCH_ON).
 GRAPH_ON = {"cuda"}
 # Eager steps before the capture: cuBLAS and the caching allocator settle, Adam creates its state
@@ -40,13 +42,10 @@ class CapturedStep:
         self._side = torch.cuda.Stream(device)  # the eager warm-up steps, as the recipe asks
         self._capture = torch.cuda.Stream(device)  # torch.cuda.graph's default stream is made once, on one device
 
-    def _to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in inputs.items()}
-
     def _eager(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         self._side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self._side):
-            out = self.body(self._to_device(inputs))
+            out = self.body({k: to_device(v, self.device) for k, v in inputs.items()})
         torch.cuda.current_stream(self.device).wait_stream(self._side)
         return out
 

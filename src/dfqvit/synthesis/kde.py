@@ -43,7 +43,7 @@ def gaussian_kde(samples: torch.Tensor, grid: torch.Tensor, bandwidth: torch.Ten
 
     `samples` (…, M); `grid` (…, G) and `bandwidth` (…, 1) broadcast against its leading
     dimensions and are constants (no gradient flows to them — both entropy terms detach them).
-    Half-precision samples are computed in float32 (under bf16 autocast too).
+    Half-precision samples are computed in float32.
     """
     if grid.requires_grad or (isinstance(bandwidth, torch.Tensor) and bandwidth.requires_grad):
         raise ValueError("gaussian_kde: grid and bandwidth must be constants (detach them)")

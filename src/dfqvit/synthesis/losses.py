@@ -309,7 +309,7 @@ def multi_semantic_draws(n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def multi_semantic_crops(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """The crops of `multi_semantic_draws`, crop-major (one grid_sample per crop: a single one over
+    """The crops of `multi_semantic_draws`, crop-major, one apply_crop per crop (a single one over
     repeated images would sum the crops' gradients in another order and change the images' last bits)."""
     return torch.cat([apply_crop(images, t) for t in theta.chunk(MULTI_SEMANTIC_CROPS)])
 
