@@ -52,25 +52,27 @@ def bare_step_ms(model, x: torch.Tensor, iters: int, autocast: bool = False) -> 
 
 
 def bare_graphed_ms(model, x: torch.Tensor, iters: int) -> float:
-    """The bare forward+backward captured once as a CUDA graph and replayed: the floor a step
-    replayed the same way is measured against (torch.cuda.graphs' recipe: warm up on a side stream)."""
+    """The bare forward+backward replayed as a CUDA graph by the loop's own graphs.CapturedStep
+    (the same warm-up, capture and replay, the same copy of its output): the floor a graphed
+    synthesis step is measured against."""
     static = x.clone().requires_grad_(True)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            model(static).float().logsumexp(1).mean().backward()
-            static.grad = None
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        model(static).float().logsumexp(1).mean().backward()
-    for i in range(iters + 3):
-        if i == 3:
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        graph.replay()
-    torch.cuda.synchronize()
+
+    def body(_inputs: dict) -> torch.Tensor:
+        loss = model(static).float().logsumexp(1).mean()
+        loss.backward()
+        static.grad = None
+        return loss.detach()
+
+    step = graphs.CapturedStep(body, x.device)
+    for _ in range(graphs.WARMUP_STEPS + 3):  # eager warm-up, the capture, then replays
+        step({})
+    if step.failed is not None:
+        raise RuntimeError(f"the bare step could not be captured: {step.failed}")
+    torch.cuda.synchronize(x.device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step({})
+    torch.cuda.synchronize(x.device)
     return (time.perf_counter() - t0) / iters * 1000
 
 

@@ -63,6 +63,71 @@ def test_the_lean_kde_gives_the_values_and_gradients_of_the_plain_formula(sample
         gaussian_kde(s, g.clone().requires_grad_(True), h)
 
 
+def test_kde_counts_stand_for_repeated_samples():
+    """gaussian_kde(s, g, h, counts) is the KDE of the samples each repeated counts[m] times:
+    values, and gradients summed over each sample's copies."""
+    from dfqvit.synthesis.kde import gaussian_kde
+
+    gen = torch.Generator().manual_seed(1)
+    s = torch.randn(3, 4, 50, dtype=torch.float64, generator=gen, requires_grad=True)
+    g = torch.randn(3, 1, 10, dtype=torch.float64, generator=gen)
+    h = torch.tensor([0.3], dtype=torch.float64)
+    counts = torch.randint(1, 4, (50,), generator=gen)
+    weighted = gaussian_kde(s, g, h, counts)
+    repeated = gaussian_kde(s.repeat_interleave(counts, dim=-1), g, h)
+    weights = torch.randn(weighted.shape, dtype=torch.float64, generator=gen)
+    (grad_weighted,) = torch.autograd.grad((weighted * weights).sum(), s)
+    (grad_repeated,) = torch.autograd.grad((repeated * weights).sum(), s)
+    assert torch.allclose(weighted, repeated, rtol=1e-12, atol=1e-30)
+    assert torch.allclose(grad_weighted, grad_repeated, rtol=1e-10, atol=1e-15)
+    with pytest.raises(ValueError, match="counts must have shape"):
+        gaussian_kde(s, g, h, counts[:-1])
+
+
+def test_faithful_psaq_entropy_from_the_upper_triangle_equals_the_full_matrix(tiny):
+    """entropy_psaq takes the KDE over the similarity matrix's upper triangle with off-diagonal pairs
+    counted twice: the full matrix's value and image gradient (float64, so only the maths differs)."""
+    import torch.nn.functional as F
+
+    from dfqvit.synthesis.losses import psaq_entropy
+
+    model = observable_copy(tiny.model).double()
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    rec = PointRecorder(model, "head_output_point")
+    model(x)
+    ctx = SynthesisContext(model, x, None, None, attention_modules(model), rec.values, [], None, 0, 10, 1)
+    half = LOSS_TERMS["entropy_psaq"](ctx)
+    (grad_half,) = torch.autograd.grad(half, x, retain_graph=True)
+    full = 0.0
+    for values in rec.values:
+        t = F.normalize(values.mean(dim=1)[:, 1:], dim=-1)  # head-averaged, class token dropped
+        full = full - psaq_entropy((t @ t.transpose(-1, -2)).flatten(1)).mean()
+    (grad_full,) = torch.autograd.grad(full, x)
+    assert float(half.detach()) == pytest.approx(float(full.detach()), rel=1e-12)
+    assert torch.allclose(grad_half, grad_full, rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("heads", [1, 2, 3])
+def test_head_agreement_without_projected_heads_equals_the_direct_form(heads):
+    """MimiQ's term never builds the H projected heads (K, B, H, N, C); its values and gradients
+    are those of projecting every head through its slice of proj and normalising (float64)."""
+    from dfqvit.synthesis.losses import head_disagreements, projected_head_disagreements
+
+    gen = torch.Generator().manual_seed(2)
+    k, b, n, d, c = 2, 3, 7, 4, 5
+    o = torch.randn(k, b, heads, n, d, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(k, c, heads * d, dtype=torch.float64, generator=gen, requires_grad=True)
+    fast = projected_head_disagreements(w, o)
+    direct = head_disagreements(torch.einsum("kbhnd,kchd->kbhnc", o, w.reshape(k, c, heads, d)))
+    assert torch.allclose(fast, direct, rtol=1e-12, atol=1e-15)
+    if heads > 1:
+        weights = torch.randn(k, dtype=torch.float64, generator=gen)
+        g_fast = torch.autograd.grad((fast * weights).sum(), (o, w))
+        g_direct = torch.autograd.grad((direct * weights).sum(), (o, w))
+        for a, e in zip(g_fast, g_direct):
+            assert torch.allclose(a, e, rtol=1e-10, atol=1e-14)
+
+
 def _cli(out, *extra, nproc=1):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # equal thread counts: bit-identical float reductions
     cmd = [sys.executable, "-m", "dfqvit", "synthesize", "--quiet", "--device", "cpu", "--iterations", "3",

@@ -15,7 +15,8 @@ import torch
 
 class _GaussianKDE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, samples: torch.Tensor, grid: torch.Tensor, bandwidth: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, samples: torch.Tensor, grid: torch.Tensor, bandwidth: torch.Tensor,
+                counts: torch.Tensor | None) -> torch.Tensor:
         diff = grid.unsqueeze(-1) - samples.unsqueeze(-2)  # (…, G, M)
         exponent = diff.div_(bandwidth.unsqueeze(-1)).square_().mul_(-0.5)
         if exponent.device.type == "cpu":
@@ -24,25 +25,34 @@ class _GaussianKDE(torch.autograd.Function):
             # Clamped, they weigh e^−87 ≈ 1.6e-38 instead of < 1.2e-38: no visible change.
             exponent.clamp_(min=-87.0)
         weight = exponent.exp_()  # exp(−½((g − s)/h)²)
-        ctx.save_for_backward(samples, grid, bandwidth, weight)
-        return weight.mean(dim=-1)
+        ctx.save_for_backward(samples, grid, bandwidth, weight, counts)
+        if counts is None:
+            return weight.mean(dim=-1)
+        return (weight @ counts) / counts.sum()
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
-        samples, grid, bandwidth, weight = ctx.saved_tensors
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        samples, grid, bandwidth, weight, counts = ctx.saved_tensors
         # h²·∂/∂s_m Σ_g grad_g·w_gm = Σ_g grad_g·w_gm·(g − s_m) = Σ_g (grad_g·g)·w_gm − s_m·Σ_g grad_g·w_gm:
         # both sums in one matmul over the saved kernel values, no second (…, G, M) buffer.
         grad_out, grid = torch.broadcast_tensors(grad_out, grid)
         sums = torch.stack((grad_out * grid, grad_out), dim=-2) @ weight  # (…, 2, M)
-        grad = (sums[..., 0, :] - samples * sums[..., 1, :]) / (bandwidth.square() * samples.shape[-1])
-        return grad.sum_to_size(samples.shape), None, None  # sum out what broadcasting added
+        grad = sums[..., 0, :] - samples * sums[..., 1, :]
+        if counts is None:
+            grad = grad / (bandwidth.square() * samples.shape[-1])
+        else:  # sample m stands for counts[m] equal samples
+            grad = grad * (counts / (bandwidth.square() * counts.sum()))
+        return grad.sum_to_size(samples.shape), None, None, None  # sum out what broadcasting added
 
 
-def gaussian_kde(samples: torch.Tensor, grid: torch.Tensor, bandwidth: torch.Tensor | float) -> torch.Tensor:
+def gaussian_kde(samples: torch.Tensor, grid: torch.Tensor, bandwidth: torch.Tensor | float,
+                 counts: torch.Tensor | None = None) -> torch.Tensor:
     """mean_m exp(−½((grid_g − samples_m)/h)²), unnormalised: (…, G).
 
     `samples` (…, M); `grid` (…, G) and `bandwidth` (…, 1) broadcast against its leading
     dimensions and are constants (no gradient flows to them — both entropy terms detach them).
+    `counts` (M,), if given, are multiplicities: sample m stands for counts[m] equal samples (a
+    symmetric matrix's KDE from its upper triangle: off-diagonal pairs count twice, at half the work).
     Half-precision samples are computed in float32.
     """
     if grid.requires_grad or (isinstance(bandwidth, torch.Tensor) and bandwidth.requires_grad):
@@ -55,4 +65,8 @@ def gaussian_kde(samples: torch.Tensor, grid: torch.Tensor, bandwidth: torch.Ten
         bandwidth = samples.new_full((1,), float(bandwidth))
     if bandwidth.dim() == 0:
         bandwidth = bandwidth.reshape(1)
-    return _GaussianKDE.apply(samples, grid, bandwidth)
+    if counts is not None:
+        if counts.shape != samples.shape[-1:]:
+            raise ValueError(f"gaussian_kde: counts must have shape ({samples.shape[-1]},), got {tuple(counts.shape)}")
+        counts = counts.to(samples.dtype)
+    return _GaussianKDE.apply(samples, grid, bandwidth, counts)

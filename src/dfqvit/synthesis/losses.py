@@ -122,14 +122,18 @@ def kde_entropy(samples: torch.Tensor, grid_points: int = 10) -> torch.Tensor:
     return torch.trapezoid(integrand, grid, dim=1)
 
 
+def _upper_triangle(n: int, offset: int, device: torch.device) -> torch.Tensor:
+    """Flat indices of an n×n matrix's upper triangle from diagonal `offset` (0: diagonal included)."""
+    iu = torch.triu_indices(n, n, offset=offset, device=device)
+    return iu[0] * n + iu[1]
+
+
 def patch_similarity_entropies(tokens: torch.Tensor) -> torch.Tensor:
     """KDE entropy of pairwise cosine similarities of tokens (B, N, C), per image: (B,)."""
     t = F.normalize(tokens.float(), dim=-1)  # bf16 similarities near 1 would be steps of 0.004
     sim = t @ t.transpose(1, 2)
-    n = sim.shape[1]
-    iu = torch.triu_indices(n, n, offset=1, device=sim.device)
     # index_select, not sim[:, rows, cols]: its backward is an index_add, not a sorting index_put
-    return kde_entropy(sim.flatten(1).index_select(1, iu[0] * n + iu[1]))
+    return kde_entropy(sim.flatten(1).index_select(1, _upper_triangle(sim.shape[1], 1, sim.device)))
 
 
 def patch_similarity_entropy(tokens: torch.Tensor) -> torch.Tensor:
@@ -152,9 +156,10 @@ PSAQ_GRID = 10
 PSAQ_OFFSET = 1e-4
 
 
-def psaq_entropy(sim: torch.Tensor) -> torch.Tensor:
+def psaq_entropy(sim: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
     """PSAQ-ViT's published estimate, per image: `sim` is (B, M) similarities, or (K, B, M) for
-    K blocks at once; returns (B,) or (K, B).
+    K blocks at once; returns (B,) or (K, B). `counts` (M,): multiplicities of the similarities
+    (see gaussian_kde), for a symmetric matrix given by its upper triangle.
 
     Gaussian KDE with a fixed bandwidth of 0.01, evaluated at 10 points from the batch's
     minimum to its maximum similarity (per block); entropy = trapezoid ∫ −(p + 1e-4)·log(p + 1e-4).
@@ -163,7 +168,7 @@ def psaq_entropy(sim: torch.Tensor) -> torch.Tensor:
     hi = sim.detach().amax(dim=(-2, -1), keepdim=True)
     grid = torch.linspace(0, 1, PSAQ_GRID, device=sim.device, dtype=sim.dtype) * (hi - lo) + lo  # (..., 1, G)
     norm = 1.0 / math.sqrt(2 * math.pi * PSAQ_BANDWIDTH**2)
-    density = gaussian_kde(sim, grid, PSAQ_BANDWIDTH) * norm  # (..., B, G)
+    density = gaussian_kde(sim, grid, PSAQ_BANDWIDTH, counts) * norm  # (..., B, G)
     p = density + PSAQ_OFFSET
     f = -p * torch.log(p)
     return ((f[..., 1:] + f[..., :-1]) * grid.diff(dim=-1)).sum(dim=-1) / 2
@@ -172,12 +177,18 @@ def psaq_entropy(sim: torch.Tensor) -> torch.Tensor:
 @register_term("entropy_psaq")
 def psaq_entropy_term(ctx: SynthesisContext) -> torch.Tensor:
     """PSAQ-ViT exactly: full cosine-similarity matrix of the head-averaged attn·v output
-    (class token dropped), fixed-bandwidth KDE entropy averaged over images, summed over blocks, negated."""
+    (class token dropped), fixed-bandwidth KDE entropy averaged over images, summed over blocks, negated.
+
+    The matrix is symmetric, so its KDE is taken over the upper triangle and the diagonal with
+    the off-diagonal pairs counted twice: the full matrix's values and gradients at half the work."""
     total = 0.0
     for tokens in _stacked_patch_tokens(ctx):  # (K, B', N, d)
-        t = F.normalize(tokens.float(), dim=-1)
-        sim = (t @ t.transpose(-1, -2)).flatten(2)  # (K, B', N·N), diagonal included
-        total = total - psaq_entropy(sim).mean(dim=1).sum()
+        t = F.normalize(tokens.to(torch.promote_types(tokens.dtype, torch.float32)), dim=-1)  # bf16 → fp32
+        n = t.shape[-2]
+        upper = _upper_triangle(n, 0, t.device)
+        counts = torch.where(upper % (n + 1) == 0, 1.0, 2.0)  # the diagonal once, the rest twice
+        sim = (t @ t.transpose(-1, -2)).flatten(2).index_select(-1, upper)  # (K, B', N(N+1)/2)
+        total = total - psaq_entropy(sim, counts).mean(dim=1).sum()
     return total
 
 
@@ -228,7 +239,7 @@ def head_disagreements(per_head: torch.Tensor) -> torch.Tensor:
     heads = per_head.shape[2]
     if heads < 2:
         return per_head.new_zeros(per_head.shape[0])
-    u = F.normalize(per_head.float(), dim=-1)
+    u = F.normalize(per_head.to(torch.promote_types(per_head.dtype, torch.float32)), dim=-1)  # bf16 → fp32
     summed = u.sum(dim=2).pow(2).sum(dim=-1)  # ‖Σ_h u_h‖² = H + Σ_{h≠h'} cos
     mean_cos = (summed - heads) / (heads * (heads - 1))
     return (1.0 - mean_cos).flatten(1).mean(dim=1)
@@ -240,15 +251,28 @@ def _proj_weight(attn: ObservableAttention) -> torch.Tensor:
     return getattr(proj, "inner", proj).weight  # QuantLinear wraps the Linear
 
 
-def _projected(weights: torch.Tensor, head_out: torch.Tensor) -> torch.Tensor:
-    """Each head's contribution to the block output: attn·v of head h through its slice of proj.
-    weights (K, C, H·d), head_out (K, B, H, N, d) → (K, B, H, N, C).
+def projected_head_disagreements(weights: torch.Tensor, head_out: torch.Tensor) -> torch.Tensor:
+    """head_disagreements of each head's contribution to the block output — attn·v of head h
+    through its slice W_h of the output projection — for K blocks: weights (K, C, H·d), head_out
+    (K, B, H, N, d); returns (K,).
 
-    Heads' raw outputs live in different value sub-spaces; through the projection they share
-    the model space, where comparing them means something.
+    Heads' raw outputs live in different value sub-spaces; through the projection they share the
+    model space, where comparing them means something. The H projected heads (K, B, H, N, C) are
+    never built: ‖W_h o_h‖² = o_h·(W_hᵀW_h)o_h, and Σ_h W_h o_h/‖W_h o_h‖ is the projection of the
+    rescaled heads — tensors H times smaller, the same values (tested against the direct form).
     """
     k, b, h, n, d = head_out.shape
-    return torch.einsum("kbhnd,kchd->kbhnc", head_out, weights.reshape(k, weights.shape[1], h, d))
+    o = head_out.to(torch.promote_types(head_out.dtype, torch.float32))  # bf16 → fp32
+    if h < 2:
+        return o.new_zeros(k)
+    w = weights.to(o.dtype)
+    w_heads = w.reshape(k, w.shape[1], h, d).transpose(1, 2)  # (K, H, C, d): W_h
+    gram = w_heads.transpose(-1, -2) @ w_heads  # (K, H, d, d): W_hᵀW_h
+    squared = ((o @ gram.unsqueeze(1)) * o).sum(dim=-1)  # (K, B, H, N): ‖W_h o_h‖²
+    unit = o * squared.clamp(min=1e-24).rsqrt().unsqueeze(-1)  # o_h/max(‖W_h o_h‖, 1e-12), as F.normalize
+    summed = (unit.permute(0, 1, 3, 2, 4).reshape(k, b * n, h * d) @ w.transpose(1, 2)).pow(2).sum(dim=-1)
+    mean_cos = (summed - h) / (h * (h - 1))  # ‖Σ_h u_h‖² = H + Σ_{h≠h'} cos
+    return (1.0 - mean_cos).mean(dim=1)
 
 
 @register_term("head_agreement")
@@ -257,7 +281,7 @@ def head_agreement_term(ctx: SynthesisContext) -> torch.Tensor:
     total = 0.0
     for idx, stacked in _block_groups(ctx, ctx.head_outputs):  # (K, B', H, N, d)
         weights = torch.stack([_proj_weight(ctx.attention[i]) for i in idx])
-        total = total + head_disagreements(_projected(weights, stacked)).sum()
+        total = total + projected_head_disagreements(weights, stacked).sum()
     return total / max(len(ctx.head_outputs), 1)
 
 
