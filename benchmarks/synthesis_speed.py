@@ -163,6 +163,7 @@ def main() -> None:
     tag += "_bf16" if a.amp else ""
     tag += f"_b{a.batch_size}" if a.batch_size != 32 else ""
     tag += "_ops" if a.count_ops else ""
+    tag += "_busy" if a.gpu_busy else ""  # profiled runs keep their own file
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every method: a run stopped by a time limit keeps what it measured
