@@ -29,10 +29,13 @@ speed --iterations 40 --amp
 speed --iterations 20 --batch-size 128 --methods dfq-vit,mimiq,sardfq
 speed --iterations 20 --batch-size 128 --methods dfq-vit,mimiq,sardfq --amp
 speed --iterations 10 --gpu-busy --methods psaq,dfq-vit,mimiq  # kernels per step (profiled: slow), own JSON
+# each loss term alone on the GPU (eager, synchronised): what is left of the ratio, term by term
+left=$(( BUDGET - ($(date +%s) - start) - 20 ))
+[ "$left" -ge 30 ] && timeout $(( left < 90 ? left : 90 )) python3 benchmarks/term_speed.py --model deit_tiny_patch16_224 --device cuda --repeats 20
 left=$(( BUDGET - ($(date +%s) - start) - 45 ))
 echo "cells: $left s from $(( $(date +%s) - start )) s"
 if [ "$TASK" = speed ]; then
-  tar czf "$OUT/results.tar.gz" benchmarks/results/synthesis_speed_*cuda*.json
+  tar czf "$OUT/results.tar.gz" benchmarks/results/synthesis_speed_*cuda*.json benchmarks/results/term_speed_*cuda*.json
 elif [ "$TASK" = cifar10 ]; then
   # the decoded eval set, and image sets made before (syn-*.pt, ~0.4 MB each): cells still missing
   # from a row are then quantized from the images its other cells used, not from a new draw
