@@ -20,7 +20,7 @@ import torch
 from dfqvit import api
 from dfqvit.correction.distill import DistillOptions
 from dfqvit.correction.reconstruct import ReconstructOptions
-from dfqvit.models import LoadedModel, load_model_config
+from dfqvit.models import LoadedModel, load_model, load_model_config
 from dfqvit.quant.config import QuantConfig
 from dfqvit.synthesis import Method, SynthesisOptions
 
@@ -42,6 +42,27 @@ def machine() -> dict[str, Any]:
     return {"device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else
             f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)",
             "torch": torch.__version__, "platform": platform.platform()}
+
+
+def speed_model(timm_name: str | None, config: str | None, device: torch.device) -> tuple[LoadedModel, torch.nn.Module, str]:
+    """The model a speed benchmark times: a config, a randomly initialised timm model (speed does
+    not depend on the weights), or the embedded tiny ViT. Returns it loaded, its observable copy on
+    `device` with frozen weights (what synthesis runs), and a name for result files — a config is
+    named by its file (the CIFAR DeiT is a deit_tiny_patch16_224 at 32 px: its own name)."""
+    if config:
+        loaded = load_model_config(config)
+    elif timm_name:
+        import timm
+
+        net = timm.create_model(timm_name, pretrained=False).eval()
+        loaded = LoadedModel(net, timm_name, dict(timm.data.resolve_data_config({}, model=net)))
+    else:
+        loaded = load_model()
+    model = api.observable_copy(loaded.model).to(device)
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    name = timm_name or (config and Path(config).stem) or "tiny"
+    return loaded, model, name.replace("/", "_")
 
 
 def load(config: str) -> LoadedModel:

@@ -17,21 +17,23 @@ start=$(date +%s)
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_scale.py -k "cuda_graph or graphed_run" 2>&1 | tail -15
-# each run saves its JSON after every method: a run its timeout stops keeps what it measured
-# and none runs past the session's SECONDS (less 20 s to pack the results)
-speed() {
-  local left=$(( BUDGET - ($(date +%s) - start) - 20 ))
-  if [ "$left" -lt 30 ]; then echo "skipped (time): speed $*"; return; fi
-  timeout $(( left < 120 ? left : 120 )) python3 benchmarks/synthesis_speed.py --model deit_tiny_patch16_224 --device cuda "$@"
+# boxed MAX CMD...: CMD for at most MAX s, and never past the session's SECONDS (less 20 s to pack
+# the results); skipped under 30 s
+boxed() {
+  local most=$1 left=$(( BUDGET - ($(date +%s) - start) - 20 ))
+  shift
+  if [ "$left" -lt 30 ]; then echo "skipped (time): $*"; return; fi
+  timeout $(( left < most ? left : most )) "$@"
 }
+# each run saves its JSON after every method: a run its timeout stops keeps what it measured
+speed() { boxed 120 python3 benchmarks/synthesis_speed.py --model deit_tiny_patch16_224 --device cuda "$@"; }
 speed --iterations 40
 speed --iterations 40 --amp
 speed --iterations 20 --batch-size 128 --methods dfq-vit,mimiq,sardfq
 speed --iterations 20 --batch-size 128 --methods dfq-vit,mimiq,sardfq --amp
 speed --iterations 10 --gpu-busy --methods psaq,dfq-vit,mimiq  # kernels per step (profiled: slow), own JSON
 # each loss term alone on the GPU (eager, synchronised): what is left of the ratio, term by term
-left=$(( BUDGET - ($(date +%s) - start) - 20 ))
-[ "$left" -ge 30 ] && timeout $(( left < 90 ? left : 90 )) python3 benchmarks/term_speed.py --model deit_tiny_patch16_224 --device cuda --repeats 20
+boxed 90 python3 benchmarks/term_speed.py --model deit_tiny_patch16_224 --device cuda --repeats 20
 left=$(( BUDGET - ($(date +%s) - start) - 45 ))
 echo "cells: $left s from $(( $(date +%s) - start )) s"
 if [ "$TASK" = speed ]; then

@@ -14,13 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 
-from common import RESULTS, machine
-from dfqvit.api import observable_copy
-from dfqvit.models import LoadedModel, load_model, load_model_config
+from common import RESULTS, machine, speed_model
 from dfqvit.synthesis import SynthesisOptions, get_method
 from dfqvit.synthesis import graphs, losses
 from dfqvit.synthesis.loop import Bfloat16Model, synthesize_images
@@ -124,19 +121,8 @@ def main() -> None:
     p.add_argument("--gpu-busy", action="store_true", help="also profile the GPU's kernel time per iteration (CUDA)")
     a = p.parse_args()
     device = torch.device(a.device)
-    if a.model_config:
-        loaded = load_model_config(a.model_config)
-    elif a.model:
-        import timm
-
-        net = timm.create_model(a.model, pretrained=False).eval()
-        loaded = LoadedModel(net, a.model, dict(timm.data.resolve_data_config({}, model=net)))
-    else:
-        loaded = load_model()
+    loaded, model, model_name = speed_model(a.model, a.model_config, device)
     size = tuple(loaded.data_config["input_size"])
-    model = observable_copy(loaded.model).to(device)
-    for prm in model.parameters():
-        prm.requires_grad_(False)
     x = torch.randn(a.batch_size, *size, device=device)
     stepped = Bfloat16Model(model) if a.amp else model  # what the loop's step runs
     bare = bare_step_ms(stepped, x, a.iterations)
@@ -157,9 +143,7 @@ def main() -> None:
     print(f"{loaded.name} {size} batch {a.batch_size} on {device}{' bf16' if a.amp else ''}: "
           f"bare forward+backward {bare:.1f} ms" + (f" (GPU busy {out['bare_gpu_busy_ms']:.1f} ms)"
                                                     if out.get("bare_gpu_busy_ms") else ""))
-    # a config names its file (the CIFAR DeiT is a deit_tiny_patch16_224 at 32 px: its own tag)
-    model_name = a.model or (a.model_config and Path(a.model_config).stem) or "tiny"
-    tag = model_name.replace("/", "_") + f"_{device.type}"
+    tag = f"{model_name}_{device.type}"
     tag += "_bf16" if a.amp else ""
     tag += f"_b{a.batch_size}" if a.batch_size != 32 else ""
     tag += "_ops" if a.count_ops else ""

@@ -19,9 +19,7 @@ import time
 
 import torch
 
-from common import RESULTS, machine
-from dfqvit.api import observable_copy
-from dfqvit.models import LoadedModel, load_model, load_model_config
+from common import RESULTS, machine, speed_model
 from dfqvit.models.attention import PointRecorder, attention_modules
 from dfqvit.synthesis.losses import BUILT_IN_TERMS, LOSS_TERMS, SynthesisContext, make_targets, random_attention_priors
 
@@ -35,20 +33,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--terms", default=",".join(sorted(BUILT_IN_TERMS)))
     a = p.parse_args()
-    if a.model_config:
-        loaded = load_model_config(a.model_config)
-    elif a.model:
-        import timm
-
-        net = timm.create_model(a.model, pretrained=False).eval()
-        loaded = LoadedModel(net, a.model, dict(timm.data.resolve_data_config({}, model=net)))
-    else:
-        loaded = load_model()
-    torch.manual_seed(0)
     device = torch.device(a.device)
-    model = observable_copy(loaded.model).to(device)
-    for prm in model.parameters():
-        prm.requires_grad_(False)
+    loaded, model, model_name = speed_model(a.model, a.model_config, device)
+    torch.manual_seed(0)
     size = tuple(loaded.data_config["input_size"])
     x = torch.randn(a.batch_size, *size, device=device, requires_grad=True)
     recs = {point: PointRecorder(model, point) for point in ("head_output_point", "probs_point")}
@@ -95,8 +82,7 @@ def main() -> None:
     print(f"{loaded.name} {size} batch {a.batch_size} on {device}, min of {a.repeats} (ms, × bare forward+backward):")
     for k, v in best.items():
         print(f"  {k:24s} {v:9.1f}  ×{v / best['bare forward+backward']:.3f}")
-    tag = (a.model or (a.model_config and a.model_config.rsplit("/", 1)[-1].removesuffix(".json")) or "tiny").replace("/", "_")
-    tag += "" if device.type == "cpu" else f"_{device.type}"
+    tag = model_name + ("" if device.type == "cpu" else f"_{device.type}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"term_speed_{tag}.json").write_text(json.dumps(out, indent=1) + "\n")
 

@@ -38,6 +38,17 @@ def test_loss_terms_keep_their_values_on_fixed_inputs(tiny):
         assert float(LOSS_TERMS[name](ctx).detach()) == pytest.approx(expected, rel=1e-5, abs=1e-6), name
 
 
+def _assert_same_values_and_gradients(got, expected, wrt, gen, atol_values, atol_gradients):
+    """float64 values equal to 1e-12, and the gradients of one random weighting of them with
+    respect to `wrt` equal to 1e-10 (relative)."""
+    weights = torch.randn(got.shape, dtype=got.dtype, generator=gen)
+    grads_got = torch.autograd.grad((got * weights).sum(), wrt, retain_graph=True)
+    grads_expected = torch.autograd.grad((expected * weights).sum(), wrt, retain_graph=True)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=atol_values)
+    for a, e in zip(grads_got, grads_expected):
+        assert torch.allclose(a, e, rtol=1e-10, atol=atol_gradients)
+
+
 @pytest.mark.parametrize("samples, grid, bandwidth, narrow", [
     ((5, 300), (5, 10), (5, 1), False),  # the Scott-bandwidth entropy: a grid and bandwidth per row
     ((3, 4, 300), (3, 1, 10), (1,), False),  # PSAQ's: K blocks × B images, one grid per block, fixed bandwidth
@@ -54,11 +65,7 @@ def test_the_lean_kde_gives_the_values_and_gradients_of_the_plain_formula(sample
         h = h / 100
     lean = gaussian_kde(s, g, h)
     plain = torch.exp(-0.5 * ((g[..., :, None] - s[..., None, :]) / h[..., None]) ** 2).mean(dim=-1)
-    weights = torch.randn(lean.shape, dtype=torch.float64, generator=gen)
-    (grad_lean,) = torch.autograd.grad((lean * weights).sum(), s)
-    (grad_plain,) = torch.autograd.grad((plain * weights).sum(), s)
-    assert torch.allclose(lean, plain, rtol=1e-12, atol=1e-30)
-    assert torch.allclose(grad_lean, grad_plain, rtol=1e-10, atol=1e-15)
+    _assert_same_values_and_gradients(lean, plain, s, gen, atol_values=1e-30, atol_gradients=1e-15)
     with pytest.raises(ValueError, match="constants"):
         gaussian_kde(s, g.clone().requires_grad_(True), h)
 
@@ -75,11 +82,7 @@ def test_kde_counts_stand_for_repeated_samples():
     counts = torch.randint(1, 4, (50,), generator=gen)
     weighted = gaussian_kde(s, g, h, counts)
     repeated = gaussian_kde(s.repeat_interleave(counts, dim=-1), g, h)
-    weights = torch.randn(weighted.shape, dtype=torch.float64, generator=gen)
-    (grad_weighted,) = torch.autograd.grad((weighted * weights).sum(), s)
-    (grad_repeated,) = torch.autograd.grad((repeated * weights).sum(), s)
-    assert torch.allclose(weighted, repeated, rtol=1e-12, atol=1e-30)
-    assert torch.allclose(grad_weighted, grad_repeated, rtol=1e-10, atol=1e-15)
+    _assert_same_values_and_gradients(weighted, repeated, s, gen, atol_values=1e-30, atol_gradients=1e-15)
     with pytest.raises(ValueError, match="counts must have shape"):
         gaussian_kde(s, g, h, counts[:-1])
 
@@ -119,13 +122,10 @@ def test_head_agreement_without_projected_heads_equals_the_direct_form(heads):
     w = torch.randn(k, c, heads * d, dtype=torch.float64, generator=gen, requires_grad=True)
     fast = projected_head_disagreements(w, o)
     direct = head_disagreements(torch.einsum("kbhnd,kchd->kbhnc", o, w.reshape(k, c, heads, d)))
-    assert torch.allclose(fast, direct, rtol=1e-12, atol=1e-15)
-    if heads > 1:
-        weights = torch.randn(k, dtype=torch.float64, generator=gen)
-        g_fast = torch.autograd.grad((fast * weights).sum(), (o, w))
-        g_direct = torch.autograd.grad((direct * weights).sum(), (o, w))
-        for a, e in zip(g_fast, g_direct):
-            assert torch.allclose(a, e, rtol=1e-10, atol=1e-14)
+    if heads == 1:  # no pair of heads to compare: zero, without a gradient
+        assert torch.equal(fast, direct) and not fast.requires_grad
+    else:
+        _assert_same_values_and_gradients(fast, direct, (o, w), gen, atol_values=1e-15, atol_gradients=1e-14)
 
 
 def _cli(out, *extra, nproc=1):
