@@ -122,6 +122,11 @@ def kde_entropy(samples: torch.Tensor, grid_points: int = 10) -> torch.Tensor:
     return torch.trapezoid(integrand, grid, dim=1)
 
 
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision (bf16/fp16) activations in float32 for the terms' sums; float32 and float64 as they are."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _upper_triangle(n: int, offset: int, device: torch.device) -> torch.Tensor:
     """Flat indices of an n×n matrix's upper triangle from diagonal `offset` (0: diagonal included)."""
     iu = torch.triu_indices(n, n, offset=offset, device=device)
@@ -183,7 +188,7 @@ def psaq_entropy_term(ctx: SynthesisContext) -> torch.Tensor:
     the off-diagonal pairs counted twice: the full matrix's values and gradients at half the work."""
     total = 0.0
     for tokens in _stacked_patch_tokens(ctx):  # (K, B', N, d)
-        t = F.normalize(tokens.to(torch.promote_types(tokens.dtype, torch.float32)), dim=-1)  # bf16 → fp32
+        t = F.normalize(_at_least_float32(tokens), dim=-1)
         n = t.shape[-2]
         upper = _upper_triangle(n, 0, t.device)
         counts = torch.where(upper % (n + 1) == 0, 1.0, 2.0)  # the diagonal once, the rest twice
@@ -239,7 +244,7 @@ def head_disagreements(per_head: torch.Tensor) -> torch.Tensor:
     heads = per_head.shape[2]
     if heads < 2:
         return per_head.new_zeros(per_head.shape[0])
-    u = F.normalize(per_head.to(torch.promote_types(per_head.dtype, torch.float32)), dim=-1)  # bf16 → fp32
+    u = F.normalize(_at_least_float32(per_head), dim=-1)
     summed = u.sum(dim=2).pow(2).sum(dim=-1)  # ‖Σ_h u_h‖² = H + Σ_{h≠h'} cos
     mean_cos = (summed - heads) / (heads * (heads - 1))
     return (1.0 - mean_cos).flatten(1).mean(dim=1)
@@ -262,7 +267,7 @@ def projected_head_disagreements(weights: torch.Tensor, head_out: torch.Tensor) 
     rescaled heads — tensors H times smaller, the same values (tested against the direct form).
     """
     k, b, h, n, d = head_out.shape
-    o = head_out.to(torch.promote_types(head_out.dtype, torch.float32))  # bf16 → fp32
+    o = _at_least_float32(head_out)
     if h < 2:
         return o.new_zeros(k)
     w = weights.to(o.dtype)
