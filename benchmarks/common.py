@@ -219,8 +219,8 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                     cfg = quant_config(extra.get("base", preset), w_bits=w, a_bits=a,
                                        **{k: v for k, v in extra.items() if k not in ("base", "reconstruct_steps")})
                     steps = extra.get("reconstruct_steps", get_preset(extra.get("base", preset)).reconstruct_steps)
-                    distill = DistillOptions(steps=r["distill"], terms=tuple(method.distill_terms), seed=seed) \
-                        if r["distill"] else None
+                    terms = tuple(r.get("distill_terms") or method.distill_terms)  # a row may pick its own
+                    distill = DistillOptions(steps=r["distill"], terms=terms, seed=seed) if r["distill"] else None
                     out = cell(loaded, images, cfg, eval_x, eval_y, fp["logits"], r["acm"], r["acm_variant"],
                                distill, steps, device, seed)
                     out["synthesis_s"] = syn_s

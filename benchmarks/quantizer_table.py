@@ -40,38 +40,49 @@ ROWS = [row("noise", "noise"), row("real", "real"), row("dfq-vit", "dfq-vit"), r
         row("dfq-vit + ACM", "dfq-vit", acm=1)]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def table_main(doc: str, variants: dict[str, dict], rows: list[dict], name: str, title: str, bits: str,
+               default_variants: str, default_rows: str, iterations: int, columns: list[str] | None = None) -> None:
+    """The command line of a quantizer table: rows × bit settings × variants into RESULTS/<name>_<model>."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="imagenet", choices=list(MODELS))
-    p.add_argument("--bits", default="8/8,6/6,4/8,4/4")
-    p.add_argument("--variants", default=";".join(VARIANTS), help="semicolon list")
-    p.add_argument("--rows", default="noise;real;dfq-vit", help="semicolon list")
-    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--bits", default=bits)
+    p.add_argument("--variants", default=default_variants, help="semicolon list of: " + "; ".join(variants))
+    p.add_argument("--rows", default=default_rows, help="semicolon list of: " + "; ".join(r["name"] for r in rows))
+    p.add_argument("--iterations", type=int, default=iterations)
     p.add_argument("--num-images", type=int, default=32)
     p.add_argument("--seeds", default="0")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (background jobs: 1 each)")
     a = p.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(a.threads or max(1, torch.get_num_threads()))
+    chosen = [v for v in a.variants.split(";") if v]
+    unknown = [v for v in chosen if v not in variants]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(variants)}")
     config, folder, calib, per_class = MODELS[a.model]
     loaded = load(config)
     x, y = eval_set(loaded, folder, per_class=per_class)
     from dfqvit.synthesis import SynthesisOptions
 
     opts = SynthesisOptions(num_images=a.num_images, batch_size=a.num_images, iterations=a.iterations)
-    out = RESULTS / f"quantizer_{a.model}"
+    out = RESULTS / f"{name}_{a.model}"
     results = Results(out.with_suffix(".json"), {"model": config, "eval": folder, "calibration": calib,
                                                  "num_images": a.num_images, "iterations": a.iterations,
-                                                 "machine": machine()})
-    bits = [tuple(int(v) for v in b.split("/")) for b in a.bits.split(",")]
-    variants = a.variants.split(";")
-    rows = [r for r in ROWS if r["name"] in a.rows.split(";")]
-    run_grid(loaded, x, y, rows, bits, variants, [int(s) for s in a.seeds.split(",")], opts, calib, results,
-             a.device, log=lambda m: print(m, flush=True), preset_overrides={v: VARIANTS[v] for v in variants})
-    cols = [f"W{w}A{act}" for w, act in bits]
-    md = markdown(results, [r["name"] for r in ROWS], cols, f"{a.model}: quantizer options, {a.num_images} "
-                  f"calibration images, {a.iterations} synthesis iterations, {machine()['device']}")
+                                                 "machine": machine(), "variants": variants})
+    bit_pairs = [tuple(int(v) for v in b.split("/")) for b in a.bits.split(",")]
+    picked = [r for r in rows if r["name"] in a.rows.split(";")]
+    run_grid(loaded, x, y, picked, bit_pairs, chosen, [int(s) for s in a.seeds.split(",")], opts, calib, results,
+             a.device, log=lambda m: print(m, flush=True), preset_overrides={v: variants[v] for v in chosen})
+    cols = columns or [f"W{w}A{act}" for w, act in bit_pairs]
+    md = markdown(results, [r["name"] for r in rows], cols, f"{a.model}: {title}, {a.num_images} calibration images, "
+                  f"{a.iterations} synthesis iterations, {machine()['device']}")
     out.with_suffix(".md").write_text(md + "\n")
     print(md)
+
+
+def main() -> None:
+    table_main(__doc__, VARIANTS, ROWS, "quantizer", "quantizer options", "8/8,6/6,4/8,4/4", ";".join(VARIANTS),
+               "noise;real;dfq-vit", 200)
 
 
 if __name__ == "__main__":

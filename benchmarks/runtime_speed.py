@@ -51,7 +51,7 @@ def main() -> None:
     results = Results(RESULTS / f"runtime_speed_{a.model}.json", {"model": MODELS[a.model], "machine": machine(),
                                                                    "threads": torch.get_num_threads()})
     tmp = Path(tempfile.mkdtemp())
-    fp_onnx = OnnxRuntimeModel(export_float_onnx(loaded.model, tuple(loaded.data_config["input_size"]),
+    fp_onnx = OnnxRuntimeModel(verify=False, path=export_float_onnx(loaded.model, tuple(loaded.data_config["input_size"]),
                                                  tmp / "fp.onnx"))
     rows = {"PyTorch FP32": loaded.model, "ONNX Runtime FP32": fp_onnx}
     for preset in a.presets.split(","):

@@ -29,21 +29,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bits", default="4/8")
     p.add_argument("--swaps", default="reparam;ranges;search;reparam+ranges;reparam-block0;skip-block0")
+    p.add_argument("--iterations", type=int, default=200, help="of the DFQ-ViT images (500: the low-bit table's)")
     a = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     loaded = load("imagenet/vit_tiny_patch16_224.json")
     x, y = eval_set(loaded, "imagenet/sample")
     fp = fp_reference(loaded, x, y, "cpu")
-    opts = SynthesisOptions(num_images=32, batch_size=32, iterations=200)
+    opts = SynthesisOptions(num_images=32, batch_size=32, iterations=a.iterations)
     syn = calibration_images(loaded, get_method("dfq-vit"), opts, "imagenet/calib")[0]
     real = calibration_images(loaded, get_method("real"), opts, "imagenet/calib")[0]
     w, act = (int(v) for v in a.bits.split("/"))
     config = quant_config("strong", weight_rounding="nearest", w_bits=w, a_bits=act)  # strong − GPTQ
+    suffix = "" if a.iterations == 200 else f"|{a.iterations} iterations"
     results = Results(RESULTS / "swap_calibration.json", {"model": "vit_tiny_patch16_224", "config": config.to_dict(),
-                                                          "synthetic": "dfq-vit, 32 images, 200 iterations",
+                                                          "synthetic": "dfq-vit, 32 images, 200 iterations unless "
+                                                                       "the key says otherwise",
                                                           "machine": machine()})
     for swap in a.swaps.split(";"):
-        key = f"real for {swap}|W{w}A{act}" if swap != "skip-block0" else f"no reparam in block 0|W{w}A{act}"
+        key = (f"real for {swap}|W{w}A{act}" if swap != "skip-block0" else f"no reparam in block 0|W{w}A{act}") + suffix
         if results.has(key):
             continue
         real_for = set(swap.split("+"))

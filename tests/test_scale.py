@@ -24,18 +24,53 @@ REFERENCE = {"attention_prior": 1.217015266418457, "class": 2.580141305923462, "
              "multi_semantic": 3.566047430038452, "tv": 4.056187629699707, "tv_psaq": 2133.43359375}
 
 
-def test_loss_terms_keep_their_values_on_fixed_inputs(tiny):
-    model = observable_copy(tiny.model)
-    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+SIMILARITY_TERMS = ("entropy", "entropy_psaq")  # KDEs over cosine similarities of the head outputs
+
+
+def _term_values(model, x, dtype, perm=None):
+    """Every built-in term on the fixed inputs, the model and images in `dtype`; `perm` reorders the
+    channels of every head output first (same for all tokens: no cosine similarity changes, only the
+    order float arithmetic sums them in)."""
+    model = model.to(dtype)
+    x = x.to(dtype)
     recs = {p: PointRecorder(model, p) for p in ("head_output_point", "probs_point")}
     logits = model(x)
+    heads = recs["head_output_point"].values
+    if perm is not None:
+        heads = [h[..., perm].contiguous() for h in heads]
     targets = make_targets(4, 10, torch.Generator().manual_seed(1))
-    priors = random_attention_priors(4, (8, 8), torch.Generator().manual_seed(2))
-    for name, expected in REFERENCE.items():
-        ctx = SynthesisContext(model, x, logits, targets, attention_modules(model), recs["head_output_point"].values,
+    priors = random_attention_priors(4, (8, 8), torch.Generator().manual_seed(2)).to(dtype)
+    out = {}
+    for name in REFERENCE:
+        ctx = SynthesisContext(model, x, logits, targets, attention_modules(model), heads,
                                recs["probs_point"].values, torch.Generator().manual_seed(3), 0, 10, 1, priors,
-                               extras={"tv_psaq": torch.tensor([2750.0])})
-        assert float(LOSS_TERMS[name](ctx).detach()) == pytest.approx(expected, rel=1e-5, abs=1e-6), name
+                               extras={"tv_psaq": torch.tensor([2750.0], dtype=dtype)})
+        out[name] = float(LOSS_TERMS[name](ctx).detach())
+    for r in recs.values():
+        r.remove()
+    return out
+
+
+def test_loss_terms_keep_their_values_on_fixed_inputs(tiny):
+    """float32 values against a float64 evaluation of the same terms computed here, within a
+    tolerance set by each term's float32 conditioning. For the two similarity KDEs that is measured:
+    the spread of their float32 values when only the summation order changes (head channels
+    permuted). The 0.01-bandwidth KDE of faithful PSAQ turns float32 rounding into ~1e-4 of its
+    value, so the fixed 1e-5 this test had failed on CPUs whose vector width changes the order
+    (an AVX-512 machine: 0.5031071 against the stored 0.5031254; float64: 0.5031639). The stored
+    values of dfqvit 0.2's first implementation must hold within the same tolerance."""
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    model = observable_copy(tiny.model)
+    got = _term_values(model, x, torch.float32)
+    d = model.blocks[0].attn.inner.head_dim
+    orders = [_term_values(model, x, torch.float32, torch.randperm(d, generator=torch.Generator().manual_seed(k)))
+              for k in range(4)]
+    exact = _term_values(model, x, torch.float64)
+    for name, expected in REFERENCE.items():
+        spread = max(abs(o[name] - got[name]) for o in orders) if name in SIMILARITY_TERMS else 0.0
+        tolerance = 1e-5 * abs(exact[name]) + 1e-6 + 8 * spread
+        assert abs(got[name] - exact[name]) <= tolerance, (name, got[name], exact[name], tolerance)
+        assert abs(expected - exact[name]) <= tolerance, (name, expected, exact[name], tolerance)
 
 
 def _assert_same_values_and_gradients(got, expected, wrt, gen, atol_values, atol_gradients):
@@ -261,7 +296,13 @@ def test_extra_views_in_the_main_forward_give_the_images_of_a_forward_per_term(t
     separate = synthesize_images(*args, progress=False)  # the CPU's path: a forward per crop
     monkeypatch.setattr(losses, "BATCH_ON", {"cpu", "cuda"})  # the GPU's path, here on the CPU
     batched = synthesize_images(*args, progress=False)
-    torch.testing.assert_close(batched.images, separate.images, rtol=1e-4, atol=1e-5)
+    # One batched forward sums in another order than a forward per crop. Adam's first steps move every
+    # pixel by about ±lr whatever its gradient's size, so where a gradient is near zero the order can
+    # flip its sign: on an AVX-512 CPU 1.7 % of the pixels differ by more than 1e-4 (at most 8e-4, mean
+    # 4e-6), the rest agree to float32 rounding. A wrong view (other crops, other attention) moves
+    # every pixel by ~lr (0.2).
+    diff = (batched.images - separate.images).abs()
+    assert diff.max() < 5e-3 and diff.mean() < 2e-5, (diff.max(), diff.mean())
     assert batched.final_terms == pytest.approx(separate.final_terms, rel=1e-4)
 
 

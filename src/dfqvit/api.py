@@ -22,6 +22,7 @@ from .export import load_quantized, save_quantized
 from .models import LoadedModel, find_blocks, load_model, load_model_config, make_observable
 from .models.tiny import TINY_MODEL_NAME
 from .quant.config import QuantConfig
+from .quant.compensate import compensate_activation_error
 from .quant.gptq import gptq_quantize
 from .quant.reparam import reparameterize
 from .quant.search import search_linear_inputs
@@ -69,8 +70,9 @@ def synthesize(loaded: LoadedModel, method: str | Method = "dfq-vit", options: S
 
 
 def real_images(loaded: LoadedModel, folder: str | Path | None, n: int, seed: int = 0,
-                skip_bad_images: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` real calibration images: from `folder`, or the digits train split for the embedded default."""
+                skip_bad_images: bool = False, skipped: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` real calibration images: from `folder`, or the digits train split for the embedded default
+    (files left out with `skip_bad_images` are appended to `skipped`)."""
     if folder is None:
         if loaded.name != TINY_MODEL_NAME:
             raise DataError("real-image calibration needs --calib-data FOLDER (ImageNet layout)")
@@ -78,17 +80,22 @@ def real_images(loaded: LoadedModel, folder: str | Path | None, n: int, seed: in
         idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
         return x[idx], y[idx]
     return load_folder_tensors(folder, loaded.data_config, loaded.num_classes, limit=n, seed=seed,
-                               class_names=loaded.class_names, skip_bad=skip_bad_images)
+                               class_names=loaded.class_names, skip_bad=skip_bad_images, skipped=skipped)
 
 
 def check_images(images: Any, loaded: LoadedModel, source: str = "images") -> torch.Tensor:
-    """Calibration images must be a float N×C×H×W tensor (or a streamed shard set) of the model's input size."""
+    """Calibration images must be a float N×C×H×W tensor (or a streamed shard set) of the model's
+    input size, finite and of a normalised image's magnitude (data/checks.py)."""
+    from .data.checks import check_image_tensor, value_bound
     from .synthesis.sharded import ShardImages
 
-    if not isinstance(images, (torch.Tensor, ShardImages)) or images.dim() != 4 or not images.is_floating_point():
-        raise DataError(f"{source}: expected a float tensor N×C×H×W of images")
-    if tuple(images.shape[1:]) != _input_size(loaded):
-        raise DataError(f"{source}: images are {tuple(images.shape[1:])}, the model takes {_input_size(loaded)}")
+    bound = value_bound(loaded.data_config["mean"], loaded.data_config["std"])
+    if isinstance(images, ShardImages):
+        images.expect(_input_size(loaded), bound)  # every shard is checked as it is read
+        if tuple(images.shape[1:]) != _input_size(loaded):
+            raise DataError(f"{source}: images are {tuple(images.shape[1:])}, the model takes {_input_size(loaded)}")
+    else:
+        check_image_tensor(images, source, _input_size(loaded), bound)
     if len(images) == 0:
         raise DataError(f"{source}: holds no images")
     return images
@@ -98,8 +105,8 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
              distill_options: DistillOptions | None = None, device: str | None = None, batch_size: int = 32,
              progress: bool = True, reconstruct_options: ReconstructOptions | None = None,
              acm_variant: str = "mean") -> tuple[QuantizedViT, dict[str, Any]]:
-    """Wrap → reparameterize (option) → calibrate → search Linear-input ranges (option) → GPTQ (option)
-    → reconstruct (option) → distil (option) → ACM every `acm_every` blocks.
+    """Wrap → reparameterize (option) → calibrate → search Linear-input ranges (option) → compensate
+    activation error in the weights (option) → GPTQ (option) → reconstruct (option) → distil (option) → ACM every `acm_every` blocks.
     Returns the model and a record of what ran."""
     if acm_every < 0:
         raise ConfigError(f"acm-every must be >= 0, got {acm_every}")
@@ -120,6 +127,8 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
     calibrate(qmodel, images, batch_size, progress)
     if config.act_search == "output":
         info["searched_input_ranges"] = search_linear_inputs(qmodel, images, batch_size)
+    if config.act_compensation == "ridge":
+        info["compensated_layers"] = compensate_activation_error(qmodel, images, batch_size, progress=progress)
     if config.weight_rounding == "gptq":
         info["gptq_layers"] = gptq_quantize(qmodel, images, batch_size, progress)
     info["calibrate_seconds"] = time.perf_counter() - t0

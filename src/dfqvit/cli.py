@@ -10,8 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from .errors import DfqvitError
 
@@ -36,6 +35,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--class-names", default=None, help="file with one class name per line, in class-index order")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     g.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per process (default: torch's, all cores; with --nproc N, cores / N). Float "
+                        "sums depend on it: synthetic sets are bit-identical across --nproc at equal --threads")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--skip-bad-images", action="store_true",
                    help="leave unreadable images out (the report names them) instead of refusing the folder")
@@ -69,7 +71,7 @@ def _synthesis_args(p: argparse.ArgumentParser) -> None:
 def _quant_args(p: argparse.ArgumentParser) -> None:
     from .presets import AUTO, DEFAULT_PRESET, PRESETS
     from .correction.acm import ACM_VARIANTS
-    from .quant.config import ACT_SEARCHES, REPARAMS, WEIGHT_ROUNDINGS
+    from .quant.config import ACT_COMPENSATIONS, ACT_SEARCHES, REPARAMS, WEIGHT_ROUNDINGS
     from .quant.quantizers import GELU_QUANTIZERS, SOFTMAX_QUANTIZERS
     from .quant.observers import OBSERVERS
 
@@ -93,6 +95,8 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gelu-quantizer", default=None, choices=list(GELU_QUANTIZERS), help="fc2-input quantizer")
     g.add_argument("--weight-rounding", default=None, choices=list(WEIGHT_ROUNDINGS),
                    help="round to nearest, or GPTQ error compensation")
+    g.add_argument("--act-compensation", default=None, choices=list(ACT_COMPENSATIONS),
+                   help="ridge: re-fit each Linear's weights to its rounded inputs before rounding them (ERQ)")
     g.add_argument("--reconstruct-steps", type=int, default=None, help="block reconstruction steps per block (0 = off)")
     g.add_argument("--acm-every", type=int, default=None, help="ACM every γ blocks (0 = off); default: the method's (off for `run` without --method)")
     g.add_argument("--acm-variant", default=None, choices=list(ACM_VARIANTS), help="default: the method's")
@@ -105,6 +109,12 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
 def _out_args(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--out", default=default, help="output folder (never an existing folder dfqvit did not write)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier dfqvit output at --out")
+
+
+def _inputs(a: argparse.Namespace, *names: str) -> list[tuple[str, str | None]]:
+    """(option, path) of the inputs a command reads, which its output must stay clear of."""
+    names = (*names, "checkpoint", "model_config", "class_names")
+    return [("--" + n.replace("_", "-"), getattr(a, n, None)) for n in names]
 
 
 def _class_names(a: argparse.Namespace):
@@ -132,7 +142,7 @@ def _quant_config(a: argparse.Namespace):
                         reparam_skip_blocks=a.reparam_skip_blocks,
                         act_search=a.act_search,
                         softmax_quantizer=a.softmax_quantizer, gelu_quantizer=a.gelu_quantizer,
-                        weight_rounding=a.weight_rounding)
+                        weight_rounding=a.weight_rounding, act_compensation=a.act_compensation)
 
 
 def _reconstruct_steps(a: argparse.Namespace) -> int:
@@ -190,21 +200,23 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
     ropts = RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args, model_config=a.model_config,
                        class_names=_class_names(a), method=a.method, synthesis=_synthesis_options(a),
                        schedule=a.schedule, calib_data=a.calib_data, out=a.out, overwrite=a.overwrite,
-                       device=a.device, resume=a.resume, progress=not a.quiet, skip_bad_images=a.skip_bad_images)
+                       device=a.device, resume=a.resume, progress=not a.quiet, skip_bad_images=a.skip_bad_images,
+                       threads=a.threads)
     if a.nproc < 1:
         from .errors import ConfigError
 
         raise ConfigError(f"--nproc must be >= 1, got {a.nproc}")
     if a.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        import subprocess
+        from .outputs import release_output
 
         validate(ropts)  # every check here, before any process starts
+        release_output(a.out)  # rank 0 takes the output's lock itself
         argv = list(sys.argv[1:])
         k = argv.index("--nproc")
         del argv[k:k + 2]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={a.nproc}",
                "-m", "dfqvit", *argv]
-        return subprocess.call(cmd)
+        return run_process_group(cmd)
     report = synthesize_folder(ropts)
     if report:
         s = report["synthesis"]
@@ -213,9 +225,50 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
     return 0
 
 
-def _read_images(path: str) -> torch.Tensor:
+INTERRUPT_GRACE_S = 30.0  # what workers get to write their checkpoints after Ctrl-C, before SIGKILL
+
+
+def run_process_group(cmd: list[str]) -> int:
+    """Run `cmd` (torchrun and its workers) in a process group of its own and wait for it.
+
+    Ctrl-C or SIGTERM to this process is passed to the whole group (every worker checkpoints
+    and stops; torchrun alone would only reach its direct children), then, after
+    INTERRUPT_GRACE_S, whatever is left is killed: no worker outlives the command."""
+    import os
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    pgid = proc.pid
+
+    def kill_group(sig: int) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+
+    old_term = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        kill_group(signal.SIGINT)
+        try:
+            proc.wait(timeout=INTERRUPT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        kill_group(signal.SIGKILL)  # nothing of the group survives, finished or not
+        if proc.poll() is None:
+            proc.wait()
+
+
+def _read_images(path: str) -> Any:
     """A `dfqvit synthesize` output folder (shards + manifest; streamed shard by shard above 1 GiB),
     or a single synthetic.pt."""
+    import torch
+
     from .errors import DataError
 
     p = Path(path)
@@ -255,24 +308,34 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     recon = ReconstructOptions(steps=steps, seed=a.seed) if steps else None
     if a.images and a.calib_data:
         raise ConfigError("give either --images or --calib-data, not both")
+    if a.num_images < 1:
+        raise ConfigError(f"--num-images must be an integer >= 1, got {a.num_images}")
     if a.calib_data and not Path(a.calib_data).is_dir():
         raise ConfigError(f"--calib-data {a.calib_data}: folder not found")
-    check_output_dir(a.out, a.overwrite)
+    check_output_dir(a.out, a.overwrite, inputs=_inputs(a, "images", "calib_data"))
     images = _read_images(a.images) if a.images else None
+    skipped: list[str] = []
     loaded = load_for(RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args,
                                  model_config=a.model_config, class_names=_class_names(a)))
     if images is not None:
         source = a.images
         api.check_images(images, loaded, f"--images {a.images}")
     else:
-        images, _ = api.real_images(loaded, a.calib_data, a.num_images, a.seed, a.skip_bad_images)
+        images, _ = api.real_images(loaded, a.calib_data, a.num_images, a.seed, a.skip_bad_images, skipped)
         source = a.calib_data or "digits train split"
+        if skipped:
+            from .outputs import printable
+
+            print(f"dfqvit: skipped {len(skipped)} unreadable calibration image(s): "
+                  f"{printable(', '.join(skipped[:5]))}{' …' if len(skipped) > 5 else ''}", file=sys.stderr)
     with atomic_output_dir(a.out, overwrite=a.overwrite) as stage:
         qmodel, info = api.quantize(loaded, images, config, a.acm_every or 0, distill, a.device, progress=not a.quiet,
                                     reconstruct_options=recon, acm_variant=a.acm_variant or "mean")
         save_quantized(qmodel, loaded, stage / "quantized.safetensors")
         write_report(stage, {"model": loaded.name, "model_args": loaded.arch_kwargs, "calibration_source": source,
-                             "preset": _preset(a), "quantize": info})
+                             "preset": _preset(a), "quantize": info,
+                             **({"skipped_calibration_images": {"count": len(skipped), "files": skipped}}
+                                if skipped else {})})
     print(f"wrote {a.out}/quantized.safetensors")
     return 0
 
@@ -289,7 +352,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     check_device(a.device)
     if a.data is not None and not Path(a.data).is_dir():
         raise ConfigError(f"--data {a.data}: folder not found")
-    logits_path = check_output_file(a.save_logits, a.overwrite, "--save-logits") if a.save_logits else None
+    logits_path = check_output_file(a.save_logits, a.overwrite, "--save-logits",
+                                    _inputs(a, "quantized", "onnx", "data")) if a.save_logits else None
     opts = RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args, model_config=a.model_config,
                       class_names=_class_names(a))
     if a.onnx:
@@ -326,6 +390,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     logits = result.pop("logits", None)
     print(json.dumps(result, indent=2))  # the metrics first: a failing write below cannot lose them
     if logits_path is not None:
+        import torch
+
         from .outputs import write_file_atomically
 
         write_file_atomically(logits_path, lambda tmp: torch.save(logits, tmp))
@@ -352,7 +418,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
         raise ConfigError(f"--calib-data {a.calib_data}: folder not found")
     config = _quant_config(a)
     opts = _synthesis_options(a)
-    check_output_dir(a.out, a.overwrite)
+    check_output_dir(a.out, a.overwrite, inputs=_inputs(a, "calib_data"))
     loaded = load_for(RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args,
                                  model_config=a.model_config, class_names=_class_names(a)))
     with atomic_output_dir(a.out, overwrite=a.overwrite) as stage:
@@ -373,7 +439,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     from .onnx_export import export_onnx
     from .outputs import check_output_file
 
-    path = check_output_file(a.out, a.overwrite)
+    path = check_output_file(a.out, a.overwrite, inputs=_inputs(a, "quantized"))
     qmodel, loaded, _ = load_quantized(a.quantized)
     info = export_onnx(qmodel, loaded, path, softmax=a.softmax)
     print(f"wrote {a.out} ({info['bytes'] / 1e6:.2f} MB, opset {info['opset']}): {info['ops'].get('QuantizeLinear', 0)} "
@@ -489,16 +555,43 @@ def apply_default_combination(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def dfqvit_start_handler():
+    from . import _interrupted_while_starting
+
+    return _interrupted_while_starting
+
+
+def set_threads(threads: int | None) -> None:
+    from .errors import ConfigError
+
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be an integer >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = apply_default_combination(build_parser().parse_args(argv))
+    import signal
+
+    from .outputs import printable, release_output
+
     try:
+        args = apply_default_combination(build_parser().parse_args(argv))
+        if signal.getsignal(signal.SIGINT) is dfqvit_start_handler():
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
+        set_threads(getattr(args, "threads", None))
         return args.fn(args)
     except DfqvitError as exc:
-        print(f"dfqvit: error: {exc}", file=sys.stderr)
+        print(f"dfqvit: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dfqvit: interrupted (a synthesis checkpoint, if any, is kept for --resume)", file=sys.stderr)
         return 130
+    finally:
+        release_output()
 
 
 if __name__ == "__main__":

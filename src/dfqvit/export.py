@@ -95,6 +95,27 @@ def save_quantized(qmodel: QuantizedViT, loaded: LoadedModel, path: str | Path, 
                                                              metadata={"dfqvit": json.dumps(meta, default=list)}))
 
 
+def _looks_truncated(path: Path) -> bool:
+    """A safetensors file starts with an 8-byte header length and the JSON header; one cut short
+    has a plausible length that runs past its end, or a header whose tensors end past it."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return size > 0
+        n = int.from_bytes(head, "little")
+        if n > 100_000_000:
+            return False  # not a safetensors header at all
+        if 8 + n > size:
+            return f.read(1) == b"{"
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            return False
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    return bool(ends) and 8 + n + max(ends) > size
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
 
@@ -107,8 +128,16 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["dfqvit"])
     except Exception:
+        if _looks_truncated(path):
+            raise CheckpointError(f"{path} is truncated or corrupt (its header promises more bytes than the "
+                                  f"file holds)") from None
         raise CheckpointError(f"{path} is not a dfqvit quantized model (no dfqvit metadata)") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its dfqvit metadata is not a JSON object")
     if meta.get("format") == LEGACY_FORMAT:
+        if "weight_codes" in meta or "format_version" in meta:
+            raise CheckpointError(f"{path} claims the version-1 format but carries version-2 fields: it was edited; "
+                                  f"refusing it")
         meta["format_version"] = 1
     elif meta.get("format") != FORMAT or meta.get("format_version") not in (FORMAT_VERSION,):
         raise CheckpointError(f"{path}: unsupported format {meta.get('format')!r} version {meta.get('format_version')!r} "
@@ -149,8 +178,14 @@ def load_quantized(path: str | Path, model: nn.Module | None = None) -> tuple[Qu
         state = load_file(str(path))
     except Exception as exc:
         raise CheckpointError(f"{path} is truncated or corrupt: {str(exc).splitlines()[0][:120]}") from None
-    if meta["format_version"] >= 2 and _checksum(meta, state) != meta["sha256"]:
-        raise CheckpointError(f"{path}: checksum mismatch, the file is corrupt or was edited after it was written")
+    if "sha256" in meta or meta["format_version"] >= 2:  # whatever version a file claims, a checksum is checked
+        if _checksum(meta, state) != meta.get("sha256"):
+            raise CheckpointError(f"{path}: checksum mismatch, the file is corrupt or was edited after it was written")
+    else:
+        import warnings
+
+        warnings.warn(f"{path} is a version-1 artefact (dfqvit 0.1): it carries no checksum, so corruption cannot "
+                      f"be detected; save it again with this dfqvit")
     try:
         config = QuantConfig.from_dict(meta["quant_config"])
     except Exception as exc:

@@ -220,7 +220,8 @@ def export_onnx(qmodel: nn.Module, loaded, path: str | Path, softmax: str = "emu
     meta = {"model": loaded.name, "arch_kwargs": loaded.arch_kwargs, "data_config": loaded.data_config,
             "class_names": loaded.class_names, "num_classes": loaded.num_classes, "softmax": softmax,
             "quant_config": qmodel.config.to_dict()}
-    onnx.helper.set_model_props(model, {"dfqvit": json.dumps(meta, default=list)})
+    meta_json = json.dumps(meta, default=list)
+    onnx.helper.set_model_props(model, {"dfqvit": meta_json, CHECKSUM_PROP: onnx_checksum(model.graph, meta_json)})
     onnx.checker.check_model(model)
     from .outputs import write_file_atomically
 
@@ -232,15 +233,58 @@ def export_onnx(qmodel: nn.Module, loaded, path: str | Path, softmax: str = "emu
             "bytes": Path(path).stat().st_size}
 
 
+CHECKSUM_PROP = "dfqvit_sha256"  # over the serialized graph and the dfqvit metadata
+META_FIELDS = ("model", "data_config", "num_classes")
+
+
+def onnx_checksum(graph: Any, meta_json: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(graph.SerializeToString(deterministic=True) + b"|" + meta_json.encode()).hexdigest()
+
+
+def verify_onnx(path: Path) -> dict[str, Any]:
+    """The dfqvit metadata of an exported file, after checking it parses and its checksum holds
+    (files exported before the checksum existed have none: they are refused as unverifiable)."""
+    import json
+
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ConfigError(f"{path} is not an ONNX model: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}") \
+            from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if "dfqvit" not in props:
+        raise ConfigError(f"{path} was not written by dfqvit (no dfqvit metadata): its input size, normalisation "
+                          f"and classes are unknown")
+    try:
+        meta = json.loads(props["dfqvit"])
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or any(k not in meta for k in META_FIELDS) \
+            or not isinstance(meta.get("data_config"), dict) or "input_size" not in meta["data_config"]:
+        raise ConfigError(f"{path}: its dfqvit metadata is not valid (needs {', '.join(META_FIELDS)}); "
+                          f"export the model again")
+    if CHECKSUM_PROP not in props:
+        raise ConfigError(f"{path} carries no dfqvit checksum (exported by an older dfqvit); export it again")
+    if onnx_checksum(model.graph, props["dfqvit"]) != props[CHECKSUM_PROP]:
+        raise ConfigError(f"{path}: checksum mismatch, the file is corrupt or was edited after it was exported")
+    return meta
+
+
 class OnnxRuntimeModel:
     """An ONNX file run by ONNX Runtime (CPU), callable like a torch module by dfqvit's evaluation."""
 
-    def __init__(self, path: str | Path, optimize: bool = True, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, optimize: bool = True, threads: int | None = None,
+                 verify: bool = True) -> None:
         import onnxruntime as ort
 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"ONNX model not found: {path}")
+        verified = verify_onnx(path) if verify else None
         opts = ort.SessionOptions()
         opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                          else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
@@ -254,8 +298,14 @@ class OnnxRuntimeModel:
         self.input_name = self.session.get_inputs()[0].name
         import json
 
-        props = self.session.get_modelmeta().custom_metadata_map
-        self.meta = json.loads(props["dfqvit"]) if "dfqvit" in props else {}
+        if verified is not None:
+            self.meta = verified
+        else:  # a file dfqvit did not write (the float baselines of the benchmarks)
+            props = self.session.get_modelmeta().custom_metadata_map
+            try:
+                self.meta = json.loads(props["dfqvit"]) if "dfqvit" in props else {}
+            except ValueError:
+                self.meta = {}
 
     def loaded_model(self):
         """A LoadedModel describing the exported model (for dfqvit's data loading), from the file's metadata."""

@@ -9,17 +9,19 @@ from typing import Any
 from . import api
 from .correction.distill import DistillOptions
 from .correction.reconstruct import ReconstructOptions
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .export import save_quantized
 from .models import LoadedModel, load_model, load_model_config
 from .models.tiny import TINY_MODEL_NAME
-from .outputs import atomic_output_dir, check_output_dir, staging_dir
+from .outputs import atomic_output_dir, check_output_dir, release_output, staging_dir
 from .quant.config import QuantConfig
 from .report import write_report
-from .synthesis import Method, SynthesisOptions, get_method
+from .synthesis import Method, SynthesisOptions, SynthesisResult, get_method
+from .synthesis.loop import run_identity
 from .utils import check_device
 
 CHECKPOINT_NAME = "synthesis_checkpoint.pt"
+FINISHED_IMAGES = "synthetic.pt"  # kept on failure: --resume after an interrupted quantization reuses them
 DEFAULT_METHOD = "dfq-vit"
 DEFAULT_ACM_EVERY = 0  # `dfqvit run` without --method: ACM off (measured: it hurts with synthetic images)
 DEFAULT_NUM_IMAGES = 128  # `dfqvit run` without --method: 128 images (measured: W4A8 +2.1 points over 32)
@@ -54,6 +56,7 @@ class RunOptions:
     progress: bool = True
     skip_bad_images: bool = False
     export: str | None = None  # "onnx": also write model.onnx and measure it in ONNX Runtime
+    threads: int | None = None  # CPU threads per process of `synthesize` (None: cores / processes)
 
 
 def default_run_options(**overrides: Any) -> RunOptions:
@@ -83,6 +86,32 @@ def load_for(opts: Any) -> LoadedModel:
             raise ConfigError(f"{len(opts.class_names)} class names given, the model has {loaded.num_classes} classes")
         loaded.class_names = list(opts.class_names)
     return loaded
+
+
+def check_image_budget(num_images: int, loaded: LoadedModel, where: Path | None = None) -> None:
+    """Refuse, before any work, an image count whose images cannot exist here: in memory (`run`
+    holds them all: at most half the machine's memory) or, for shards, on the disk under `where`."""
+    import math
+    import shutil
+
+    size = tuple(loaded.data_config["input_size"])
+    need = num_images * math.prod(size) * 4  # float32
+    if where is None:
+        try:
+            have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+        except (ValueError, OSError, AttributeError):
+            return
+        place = "half of this machine's memory"
+    else:
+        probe = where.parent
+        while not probe.exists():
+            probe = probe.parent
+        have = shutil.disk_usage(probe).free
+        place = f"the free disk space under {probe}"
+    if need > have:
+        hint = "; `dfqvit synthesize` writes them as shards and `quantize --images` streams them" if where is None else ""
+        raise ConfigError(f"--num-images {num_images}: {need / 1e9:.3g} GB of {size} images do not fit in {place} "
+                          f"({have / 1e9:.3g} GB){hint}")
 
 
 def resolve_method(opts: RunOptions) -> Method:
@@ -117,7 +146,9 @@ def validate(opts: RunOptions) -> tuple[Method, DistillOptions | None, Reconstru
             raise ConfigError(f"{what} {folder}: folder not found")
     recon = ReconstructOptions(steps=opts.reconstruct_steps, batch_size=opts.synthesis.batch_size,
                                seed=opts.synthesis.seed) if opts.reconstruct_steps else None
-    check_output_dir(opts.out, opts.overwrite, opts.resume)
+    check_output_dir(opts.out, opts.overwrite, opts.resume,
+                     inputs=[("--calib-data", opts.calib_data), ("--data", opts.data), ("--checkpoint", opts.checkpoint),
+                             ("--model-config", opts.model_config)])
     return method, distill_options(method, opts), recon
 
 
@@ -154,15 +185,30 @@ def synthesize_folder(opts: RunOptions) -> dict[str, Any]:
     folder after a barrier. Returns the report (on every rank)."""
     import torch
 
-    from .synthesis.loop import save_grid
-    from .synthesis.sharded import (SHARD_PATTERN, barrier, distributed_context, load_shards, shard_count,
-                                    synthesize_shards, write_manifest)
+    from .synthesis.sharded import distributed_context
 
     rank, world = distributed_context()
-    if world > 1 and not torch.cuda.is_available():
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    elif world > 1 and not torch.cuda.is_available():
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     method = validate(opts)[0] if rank == 0 else resolve_method(opts)
+    try:
+        return _synthesize_folder(opts, method, rank, world)
+    finally:
+        if rank == 0:
+            release_output(opts.out)
+
+
+def _synthesize_folder(opts: RunOptions, method: Method, rank: int, world: int) -> dict[str, Any]:
+    import torch
+
+    from .synthesis.loop import save_grid
+    from .synthesis.sharded import SHARD_PATTERN, barrier, load_shards, shard_count, synthesize_shards, write_manifest
+
     loaded = load_for(opts)
+    if rank == 0:
+        check_image_budget(opts.synthesis.num_images, loaded, Path(opts.out).expanduser().resolve())
     device = api.resolve_device(opts.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -192,7 +238,7 @@ def synthesize_folder(opts: RunOptions) -> dict[str, Any]:
     import time
 
     t0 = time.perf_counter()
-    with atomic_output_dir(out, keep_on_failure=SHARD_KEEP, overwrite=opts.overwrite) as stage_dir:
+    with atomic_output_dir(out, keep_on_failure=SHARD_KEEP, overwrite=opts.overwrite, resume=opts.resume) as stage_dir:
         barrier()
         make_shards()
         barrier()
@@ -200,6 +246,7 @@ def synthesize_folder(opts: RunOptions) -> dict[str, Any]:
         save_grid(load_shards(stage_dir, limit=64), cfg["mean"], cfg["std"], stage_dir / "synthetic.png")
         report = {"model": loaded.name, "model_args": loaded.arch_kwargs, "method": method.to_dict(),
                   "synthesis": {"seconds": time.perf_counter() - t0, "processes": world,
+                                "threads_per_process": torch.get_num_threads(),
                                 "num_images": opts.synthesis.num_images, "shards": len(manifest["shards"]),
                                 "options": manifest["options"], "grid": "synthetic.png", "manifest": "manifest.json",
                                 "final_terms": manifest["shards"][-1]["final_terms"]}}
@@ -218,15 +265,35 @@ def _leave_process_group() -> None:
 
 def run(opts: RunOptions) -> dict[str, Any]:
     """Synthesize → quantize → calibrate → correct → evaluate → export into `opts.out`."""
-    method, distill_opts, recon = validate(opts)
+    method, distill_opts, recon = validate(opts)  # takes the output's lock
+    try:
+        return _run(opts, method, distill_opts, recon)
+    finally:
+        release_output(opts.out)
+
+
+def _run(opts: RunOptions, method: Method, distill_opts: DistillOptions | None,
+         recon: ReconstructOptions | None) -> dict[str, Any]:
+    import torch
+
     loaded = load_for(opts)
+    check_image_budget(opts.synthesis.num_images, loaded)
     out = Path(opts.out)
     ckpt = staging_dir(out) / CHECKPOINT_NAME
-    with atomic_output_dir(out, keep_on_failure=(CHECKPOINT_NAME,), overwrite=opts.overwrite) as stage:
-        syn = api.synthesize(loaded, method, opts.synthesis, opts.device, ckpt, opts.resume, opts.calib_data,
-                             opts.progress, opts.skip_bad_images)
+    keep = (CHECKPOINT_NAME, FINISHED_IMAGES) if method.synthesizes else ()  # what --resume can continue from
+    with atomic_output_dir(out, keep_on_failure=keep, overwrite=opts.overwrite, resume=opts.resume) as stage:
         cfg = loaded.data_config
-        syn.save(stage, cfg["mean"], cfg["std"])
+        identity = run_identity(method, opts.synthesis, loaded.model) if method.synthesizes else None
+        finished = stage / FINISHED_IMAGES
+        if opts.resume and finished.is_file():  # interrupted after synthesis: the images are done
+            syn = SynthesisResult.load_finished(finished, identity, method, opts.synthesis)
+        else:
+            if opts.resume and not ckpt.is_file():
+                raise CheckpointError(f"--resume: {staging_dir(out)} holds neither a synthesis checkpoint nor "
+                                      f"finished images; start over with --overwrite")
+            syn = api.synthesize(loaded, method, opts.synthesis, opts.device, ckpt, opts.resume, opts.calib_data,
+                                 opts.progress, opts.skip_bad_images)
+            syn.save(stage, cfg["mean"], cfg["std"], identity)
         qmodel, qinfo = api.quantize(loaded, syn.images, opts.quant, method.acm_every, distill_opts, opts.device,
                                      opts.synthesis.batch_size, opts.progress, recon, method.acm_variant)
         evaluation = api.evaluate(qmodel, loaded, opts.data, fp_model=loaded.model, device=opts.device,
@@ -251,6 +318,7 @@ def run(opts: RunOptions) -> dict[str, Any]:
             "parts_run": parts_run(method, opts.quant, len(syn.images), distill_opts, recon, qinfo),
             "seed": opts.synthesis.seed,
             "device": str(api.resolve_device(opts.device)),
+            "threads": torch.get_num_threads(),  # float sums (and so images) depend on it
             "synthesis": {"seconds": syn.seconds, "final_terms": syn.final_terms, "options": syn.options,
                           "resumed_from": syn.resumed_from, "grid": "synthetic.png", "images": "synthetic.pt"},
             "quantize": qinfo,

@@ -7,6 +7,8 @@ distillation: each head's attention map matched to the teacher's).
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -39,10 +41,10 @@ class DistillOptions:
             raise ConfigError(f"unknown distillation term '{bad[0]}' (choose from {', '.join(DISTILL_TERMS)})")
         if self.steps < 0:
             raise ConfigError(f"--distill-steps must be >= 0, got {self.steps}")
-        if self.lr <= 0:
-            raise ConfigError(f"--distill-lr must be > 0, got {self.lr}")
-        if self.weight_lr < 0:
-            raise ConfigError(f"--distill-weight-lr must be >= 0, got {self.weight_lr}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ConfigError(f"--distill-lr must be > 0 and finite, got {self.lr}")
+        if not math.isfinite(self.weight_lr) or self.weight_lr < 0:
+            raise ConfigError(f"--distill-weight-lr must be >= 0 and finite, got {self.weight_lr}")
         if self.batch_size < 1:
             raise ConfigError(f"distillation batch size must be >= 1, got {self.batch_size}")
 

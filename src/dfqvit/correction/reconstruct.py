@@ -11,6 +11,8 @@ exactly on the quantizer's grid and the artefact stores them as integer codes.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +44,7 @@ class ReconstructOptions:
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ConfigError(f"reconstruct steps must be >= 0, got {self.steps}")
-        if self.lr <= 0 or self.act_lr < 0:
+        if not (math.isfinite(self.lr) and math.isfinite(self.act_lr)) or self.lr <= 0 or self.act_lr < 0:
             raise ConfigError("reconstruct learning rates must be positive")
         if not 0.0 <= self.drop_prob <= 1.0:
             raise ConfigError(f"reconstruct drop probability must be in [0, 1], got {self.drop_prob}")

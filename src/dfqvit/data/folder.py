@@ -21,6 +21,7 @@ from ..errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".jpe"}
 SYNSET = re.compile(r"^n\d{8}$")
+INDEX = re.compile(r"^[0-9]+$")  # ASCII digits only: '²' or '٣' are digits to str.isdigit, not class indices
 LISTED = 5  # unreadable files named in an error message
 
 
@@ -57,7 +58,12 @@ def class_index(folders: list[str], num_classes: int, root: Path, class_names: l
         if unknown:
             raise DataError(f"{root}: folder '{unknown[0]}' is not an ImageNet-1k synset")
         return {c: lookup[c] for c in folders}
-    if all(c.isdigit() for c in folders):
+    numbered = [c for c in folders if INDEX.match(c)]
+    if numbered and len(numbered) != len(folders):
+        other = next(c for c in folders if not INDEX.match(c))
+        raise DataError(f"{root}: class folders mix class indices ('{numbered[0]}') with other names ('{other}'); "
+                        f"name every folder 0..{num_classes - 1}, or pass --class-names FILE")
+    if numbered:
         too_big = [c for c in folders if int(c) >= num_classes]
         if too_big:
             raise DataError(f"{root}: folder '{too_big[0]}' is not a class index of a {num_classes}-class head")
@@ -92,6 +98,8 @@ def _why_unreadable(path: Path) -> str | None:
     except (OSError, SyntaxError, ValueError) as exc:
         msg = str(exc).lower()
         return "truncated" if "truncat" in msg else (str(exc).splitlines()[0][:60] or type(exc).__name__)
+    except Image.DecompressionBombError:
+        return f"too large (over {Image.MAX_IMAGE_PIXELS} pixels: PIL's decompression-bomb guard)"
 
 
 class ImageFolderDataset(Dataset):
@@ -138,7 +146,7 @@ class ImageFolderDataset(Dataset):
         path, label = self.samples[i]
         try:
             img = open_rgb(path)
-        except (UnidentifiedImageError, OSError) as exc:  # changed on disk since the scan
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:  # changed on disk since the scan
             raise DataError(f"unreadable image {path}: {type(exc).__name__}") from None
         return self.transform(img), label
 
@@ -155,9 +163,12 @@ def eval_transform(data_config: dict[str, Any]):
 
 def load_folder_tensors(root: str | Path, data_config: dict[str, Any], num_classes: int, limit: int | None = None,
                         seed: int = 0, class_names: list[str] | None = None,
-                        skip_bad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load (a random subset of) a folder into memory: the calibration path, where N is small."""
+                        skip_bad: bool = False, skipped: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load (a random subset of) a folder into memory: the calibration path, where N is small.
+    With `skip_bad`, the files left out are appended to `skipped` ("path (why)")."""
     ds = ImageFolderDataset(root, eval_transform(data_config), num_classes, class_names, skip_bad)
+    if skipped is not None and ds.skipped:
+        skipped.extend(ds.skipped_report()["files"])
     idx = list(range(len(ds)))
     if limit is not None and limit < len(ds):
         gen = torch.Generator().manual_seed(seed)

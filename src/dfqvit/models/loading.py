@@ -157,11 +157,9 @@ def load_model(
     timm ViT/DeiT/Swin name built with `model_args` overrides and loaded strictly from
     `checkpoint`, or None for the embedded default. `data_config` replaces timm's default.
     """
-    import timm
-
     args = parse_model_args(model_args) if isinstance(model_args, str) else dict(model_args or {})
     if model is not None:
-        cfg = data_config or timm.data.resolve_data_config({}, model=model)
+        cfg = data_config or model_data_config(model)
         return LoadedModel(model.eval(), "custom", _normalise_data_config(cfg), class_names=class_names)
     if name in (None, "", TINY_MODEL_NAME):
         if checkpoint is not None:
@@ -185,8 +183,40 @@ def load_model(
         detail = describe_mismatch(net.state_dict(), state) if "__npz__" not in state else str(exc).splitlines()[0][:300]
         raise CheckpointError(f"checkpoint {path} does not fit model '{name}'"
                               f"{' with ' + str(args) if args else ''}: {detail}") from None
-    cfg = data_config or timm.data.resolve_data_config({}, model=net)
+    bad = [k for k, v in net.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds non-finite (NaN or Inf) values in {len(bad)} tensor(s): "
+                              f"{', '.join(bad[:3])}{', …' if len(bad) > 3 else ''}")
+    cfg = data_config or model_data_config(net)
     return LoadedModel(net.eval(), name, _normalise_data_config(cfg), args, class_names)
+
+
+def model_data_config(net: nn.Module) -> dict[str, Any]:
+    """timm's eval preprocessing for `net`, at the input size the model was built for: timm reads
+    the size from the pretrained config (224 for deit_tiny_patch16_224 even when built with
+    img_size=32), so the patch embedding's own img_size wins."""
+    import timm
+
+    cfg = dict(timm.data.resolve_data_config({}, model=net))
+    patch_embed = getattr(net, "patch_embed", None)
+    img_size = getattr(patch_embed, "img_size", None)
+    if img_size is not None:
+        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        cfg["input_size"] = (cfg["input_size"][0], int(h), int(w))
+    return cfg
+
+
+def fingerprint(model: nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers (in order: dtypes, shapes, bytes; not their names,
+    which the observable copy changes): what a resumed synthesis checks it continues on the same weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def _normalise_data_config(cfg: dict[str, Any]) -> dict[str, Any]:

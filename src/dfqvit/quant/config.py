@@ -11,6 +11,7 @@ from .quantizers import GELU_QUANTIZERS, SOFTMAX_QUANTIZERS, check_bits
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
 REPARAMS = ("none", "postln", "all")  # all = post-LayerNorm + attention output (into the value rows)
 ACT_SEARCHES = ("none", "output")
+ACT_COMPENSATIONS = ("none", "ridge")  # ridge: closed-form activation-error compensation (quant/compensate.py)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class QuantConfig:
     reparam_skip_blocks: int = 0  # the first N blocks keep per-tensor post-LayerNorm inputs (see quant/reparam.py)
     act_search: str = "none"  # none | output: Linear-input ranges chosen by the layer's output error
     weight_rounding: str = "nearest"  # nearest | gptq (second-order error compensation on the calibration images)
+    act_compensation: str = "none"  # none | ridge: weights re-fitted to the rounded inputs before rounding (ERQ)
 
     def __post_init__(self) -> None:
         check_bits(self.w_bits, "weight bits")
@@ -44,7 +46,8 @@ class QuantConfig:
                                      (self.gelu_quantizer, GELU_QUANTIZERS, "GELU quantizer"),
                                      (self.weight_rounding, WEIGHT_ROUNDINGS, "weight rounding"),
                                      (self.reparam, REPARAMS, "reparameterization"),
-                                     (self.act_search, ACT_SEARCHES, "activation range search")):
+                                     (self.act_search, ACT_SEARCHES, "activation range search"),
+                                     (self.act_compensation, ACT_COMPENSATIONS, "activation-error compensation")):
             if value not in choices:
                 raise ConfigError(f"unknown {what} '{value}' (choose from {', '.join(choices)})")
         if self.reparam_skip_blocks < 0:
@@ -64,6 +67,8 @@ class QuantConfig:
             out.append(f"{self.softmax_quantizer} softmax")
         if self.gelu_quantizer != "uniform":
             out.append(f"{self.gelu_quantizer} post-GELU")
+        if self.act_compensation != "none":
+            out.append(f"{self.act_compensation}-compensated weights (activation error)")
         if self.weight_rounding != "nearest":
             out.append(f"{self.weight_rounding} weights")
         return out

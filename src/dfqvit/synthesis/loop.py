@@ -46,10 +46,11 @@ class SynthesisOptions:
 
     def __post_init__(self) -> None:
         for name in ("num_images", "batch_size", "iterations", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (an integer), got {value}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ConfigError(f"lr must be > 0 and finite, got {self.lr}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError(f"warm-up fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0.0 < self.crop_lower <= self.crop_upper <= 1.0:
@@ -69,9 +70,28 @@ class SynthesisResult:
     priors: torch.Tensor | None = None  # attention priors the images were aligned to (SARDFQ)
     resumed_from: dict | None = None  # {"batch", "iteration"} when the run continued a checkpoint
 
-    def save(self, directory: Path, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        torch.save({"images": self.images.cpu(), "targets": self.targets.cpu()}, directory / "synthetic.pt")
+    def save(self, directory: Path, mean: tuple[float, ...], std: tuple[float, ...],
+             identity: dict | None = None) -> None:
+        """synthetic.pt (images, targets, and what `--resume` needs to reuse them) and the grid."""
+        _save_checkpoint(directory / "synthetic.pt", {
+            "images": self.images.cpu(), "targets": self.targets.cpu(), "identity": identity,
+            "final_terms": self.final_terms, "seconds": self.seconds})
         save_grid(self.images, mean, std, directory / "synthetic.png")
+
+    @classmethod
+    def load_finished(cls, path: Path, identity: dict, method: Method, options: "SynthesisOptions") -> "SynthesisResult":
+        """The finished images of an interrupted run (its synthetic.pt), if they are this run's."""
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            raise CheckpointError(f"{path} is unreadable (truncated or corrupt); start over with --overwrite") from None
+        if not isinstance(data, dict) or not isinstance(data.get("images"), torch.Tensor) \
+                or data.get("identity") != identity:
+            raise CheckpointError(f"{path} holds images of another method, options, seed or model; resume with the "
+                                  f"command that made them, or start over with --overwrite")
+        return cls(data["images"], data["targets"], dict(data.get("final_terms") or {}),
+                   float(data.get("seconds") or 0.0), method.to_dict(), asdict(options),
+                   resumed_from={"finished_images": path.name})
 
 
 def save_grid(images: torch.Tensor, mean, std, path: Path) -> None:
@@ -202,13 +222,12 @@ def synthesize_images(
     ckpt = Path(checkpoint_path) if checkpoint_path else None
 
     gen = torch.Generator().manual_seed(opts.seed)
+    identity = run_identity(method, opts, model) if ckpt is not None else None
     state = None
     if resume:
         if ckpt is None or not ckpt.is_file():
             raise CheckpointError(f"--resume given but no synthesis checkpoint at {ckpt}")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if state["method"] != method.name or state["options"] != _comparable(opts):
-            raise CheckpointError(f"checkpoint {ckpt} was written by a different method or options; remove it or drop --resume")
+        state = read_checkpoint(ckpt, identity)
     if state is None:
         images = torch.randn((opts.num_images, *input_size), generator=gen)
         targets = make_targets(opts.num_images, num_classes, gen, soft=method.soft_labels)
@@ -239,7 +258,7 @@ def synthesize_images(
         sl = slice(b * opts.batch_size, (b + 1) * opts.batch_size)
         if x is not None:
             imgs[sl] = x.detach().cpu()
-        _save_checkpoint(ckpt, {"method": method.name, "options": _comparable(opts), "images": imgs,
+        _save_checkpoint(ckpt, {"identity": identity, "images": imgs,
                                 "targets": targets, "priors": priors, "gen": gen.get_state(), "batch": b,
                                 "iteration": it, "adam": optim.state_dict() if optim else None,
                                 "extras": extras, "seconds": elapsed + time.perf_counter() - t0})
@@ -371,6 +390,39 @@ def _main_view(recorded: torch.Tensor, n: int, total: int) -> torch.Tensor:
     """The part of a tensor recorded inside the model that belongs to the first `n` of `total`
     images (the main view): its leading dimension is image-major, B or B·windows (Swin)."""
     return recorded if total == n else recorded[: recorded.shape[0] // total * n]
+
+
+CHECKPOINT_KEYS = ("identity", "images", "targets", "priors", "gen", "batch", "iteration", "adam", "seconds")
+
+
+def run_identity(method: Method, opts: SynthesisOptions, model: nn.Module) -> dict:
+    """What a resumed synthesis must share with the run it continues: the whole method (terms,
+    schedule, rounds...), the options that change the images, and the model's weights."""
+    from ..models.loading import fingerprint
+
+    return {"method": method.to_dict(), "options": _comparable(opts), "model_sha256": fingerprint(model)}
+
+
+def read_checkpoint(path: Path, identity: dict | None) -> dict:
+    """A synthesis checkpoint, refused in one line when unreadable, incomplete, or written by another
+    run (the advice is --overwrite: dropping --resume is refused while the checkpoint is there)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise CheckpointError(f"synthesis checkpoint {path} is unreadable (empty, truncated or corrupt); "
+                              f"start over with --overwrite") from None
+    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS) \
+            or not isinstance(state["images"], torch.Tensor):
+        raise CheckpointError(f"synthesis checkpoint {path} is incomplete (not written by this dfqvit); "
+                              f"start over with --overwrite")
+    if identity is not None and state["identity"] != identity:
+        found = state["identity"] if isinstance(state["identity"], dict) else {}
+        what = [k for k in ("method", "options", "model_sha256") if found.get(k) != identity.get(k)]
+        names = {"method": "method (or its schedule, terms, rounds)", "options": "synthesis options",
+                 "model_sha256": "model weights"}
+        raise CheckpointError(f"synthesis checkpoint {path} was written with other {', '.join(names[w] for w in what)}; "
+                              f"resume with the command that wrote it, or start over with --overwrite")
+    return state
 
 
 def _comparable(opts: SynthesisOptions) -> dict:

@@ -1,19 +1,23 @@
 """Large synthetic sets: shards of one batch each, written as they finish, across processes and GPUs.
 
 Shard s holds images s·B .. (s+1)·B − 1 and is synthesized with its own seed, derived from the
-global seed and s alone, so the set does not depend on how many processes made it. Rank r of
+global seed and s alone, so the set does not depend on how many processes made it (at equal CPU
+threads per process: float sums depend on the thread count). Rank r of
 N takes shards r, r + N, r + 2N, ...; each shard is written atomically to
-`synthetic-SSSSS.pt` (images, targets, final loss terms, seed); an interrupted shard resumes
-from its own checkpoint; rank 0 writes `manifest.json` once every shard is there. Memory
-stays bounded by one batch.
+`synthetic-SSSSS.pt` (images, targets, final loss terms, seed, and the identity of the run that
+made it: method, options, model weights); an interrupted shard resumes from its own checkpoint
+and a finished one is kept only if its identity is this run's; rank 0 writes `manifest.json`
+(with each shard's SHA-256) once every shard is there. Memory stays bounded by one batch.
 
 Processes come from torch.distributed (torchrun, or `dfqvit synthesize --nproc N`): NCCL on
 GPUs, gloo on CPU. Synthesis needs no communication but a barrier at the end.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,12 +25,13 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
-from ..errors import DataError
-from .loop import SynthesisOptions, synthesize_images
+from ..errors import CheckpointError, DataError
+from .loop import SynthesisOptions, run_identity, synthesize_images
 from .methods import Method
 
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "synthetic-{:05d}.pt"
+SHARD_NAME = re.compile(r"^synthetic-\d{5}\.pt$")  # a manifest names files in its own folder, nothing else
 SHARD_CHECKPOINT = "shard-{:05d}.ckpt.pt"
 
 
@@ -84,14 +89,20 @@ def synthesize_shards(model: nn.Module, method: Method, input_size: tuple[int, i
     for index in mine:
         path = directory / SHARD_PATTERN.format(index)
         opts = shard_options(options, index)
+        identity = run_identity(method, opts, model)
         if resume and path.is_file():
+            found = _load_shard(path).get("identity")
+            if found != identity:
+                raise CheckpointError(f"{path.name} in {directory} was made by another method, options, seed or model "
+                                      f"(it cannot be part of this set); start over with --overwrite")
             bar.update(opts.num_images)
             continue
         ckpt = directory / SHARD_CHECKPOINT.format(index)
         result = synthesize_images(model, method, input_size, num_classes, mean, std, opts, device, ckpt,
                                    resume=resume and ckpt.is_file(), progress=False)
         _save_atomically({"images": result.images.cpu(), "targets": result.targets.cpu(),
-                          "final_terms": result.final_terms, "seed": opts.seed, "index": index}, path)
+                          "final_terms": result.final_terms, "seed": opts.seed, "index": index,
+                          "identity": identity}, path)
         if ckpt.is_file():
             ckpt.unlink()
         bar.update(opts.num_images)
@@ -99,45 +110,103 @@ def synthesize_shards(model: nn.Module, method: Method, input_size: tuple[int, i
     return mine
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_shard(path: Path) -> dict[str, Any]:
+    """A shard file as written by `synthesize_shards`; anything else is one DataError line (the
+    loader's own text, which may advise unsafe loading, never reaches the user)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise DataError(f"{path} is not a shard written by `dfqvit synthesize` (unreadable, truncated, or it holds "
+                        f"objects other than tensors)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), torch.Tensor):
+        raise DataError(f"{path} holds no 'images' tensor (not a shard written by `dfqvit synthesize`)")
+    return data
+
+
 def write_manifest(directory: Path, method: Method, options: SynthesisOptions, world: int) -> dict[str, Any]:
     """Rank 0, after every shard is written: what the set is and how each shard was made."""
     shards = []
     for index in range(shard_count(options)):
-        data = torch.load(directory / SHARD_PATTERN.format(index), map_location="cpu", weights_only=True)
+        path = directory / SHARD_PATTERN.format(index)
+        data = _load_shard(path)
         shards.append({"file": SHARD_PATTERN.format(index), "index": index, "seed": data["seed"],
                        "images": len(data["images"]), "targets": data["targets"].tolist(),
-                       "final_terms": data["final_terms"]})
-    manifest = {"format": "dfqvit-synthetic-shards", "version": 1, "method": method.to_dict(),
+                       "final_terms": data["final_terms"], "sha256": _sha256(path)})
+    manifest = {"format": "dfqvit-synthetic-shards", "version": 2, "method": method.to_dict(),
                 "options": asdict(options), "num_images": options.num_images, "shard_size": options.batch_size,
-                "processes": world, "shards": shards}
+                "processes": world, "threads_per_process": torch.get_num_threads(), "shards": shards}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of a shard folder, after checking that it lists each shard once, by a plain file
+    name in the folder itself (no paths), and that every listed shard is there."""
     directory = Path(directory)
     path = directory / MANIFEST
     if not path.is_file():
         raise DataError(f"{directory}: no {MANIFEST} (expected the output folder of `dfqvit synthesize`)")
     try:
         manifest = json.loads(path.read_text())
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise DataError(f"{path} is not valid JSON") from None
-    missing = [s["file"] for s in manifest.get("shards", []) if not (directory / s["file"]).is_file()]
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+        raise DataError(f"{path} is not a manifest written by `dfqvit synthesize` (no list of shards)")
+    for k, s in enumerate(shards):
+        file, count = s.get("file"), s.get("images")
+        if not isinstance(file, str) or not SHARD_NAME.match(file):
+            raise DataError(f"{path}: shard {k} names {file!r}, not a shard file of this folder (synthetic-NNNNN.pt)")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise DataError(f"{path}: shard {file} gives no valid image count ({count!r})")
+    files = [s["file"] for s in shards]
+    repeated = sorted({f for f in files if files.count(f) > 1})
+    if repeated:
+        raise DataError(f"{path} lists {repeated[0]} more than once")
+    hashes = [s["sha256"] for s in shards if isinstance(s.get("sha256"), str)]
+    if len(set(hashes)) != len(hashes):
+        raise DataError(f"{path}: two shards have the same content (a shard copied over another)")
+    missing = [f for f in files if not (directory / f).is_file()]
     if missing:
         raise DataError(f"{directory}: {len(missing)} shard(s) listed in the manifest are missing: {', '.join(missing[:3])}")
     return manifest
 
 
-def _shard_images(directory: Path, file: str) -> torch.Tensor:
-    return torch.load(directory / file, map_location="cpu", weights_only=True)["images"]
+def _shard_images(directory: Path, shard: dict[str, Any], input_size: tuple[int, ...] | None = None,
+                  bound: float | None = None) -> torch.Tensor:
+    """One shard's images, verified: its checksum (manifests since version 2), its image count,
+    a float N×C×H×W tensor, finite values of an image's size (data/checks.py)."""
+    from ..data.checks import image_tensor_problem
+
+    path = directory / shard["file"]
+    if "sha256" in shard and _sha256(path) != shard["sha256"]:
+        raise DataError(f"{path}: checksum mismatch with the manifest (the shard is corrupt or was replaced)")
+    images = _load_shard(path)["images"]
+    problem = image_tensor_problem(images, input_size, bound)
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    if len(images) != shard["images"]:
+        raise DataError(f"{path}: holds {len(images)} images, the manifest says {shard['images']}")
+    return images
 
 
 def iter_shards(directory: str | Path) -> Iterator[torch.Tensor]:
     """The images of a shard folder, one shard (one batch) at a time."""
     directory = Path(directory)
-    for shard in read_manifest(directory)["shards"]:
-        yield _shard_images(directory, shard["file"])
+    shards = read_manifest(directory)["shards"]
+    first = None
+    for shard in shards:
+        images = _shard_images(directory, shard, first)
+        first = first or tuple(images.shape[1:])  # every shard of one set has the first one's image size
+        yield images
 
 
 def load_shards(directory: str | Path, limit: int | None = None) -> torch.Tensor:
@@ -166,7 +235,10 @@ class ShardImages:
         shards = read_manifest(self.directory)["shards"]
         if not shards:
             raise DataError(f"{self.directory}: the manifest lists no shards")
+        self.shards = shards
         self.files = [s["file"] for s in shards]
+        self.input_size: tuple[int, ...] | None = None
+        self.bound: float | None = None
         self.starts = [0]
         for s in shards:
             self.starts.append(self.starts[-1] + int(s["images"]))
@@ -176,6 +248,11 @@ class ShardImages:
         first = self._shard(0)
         self.shape = torch.Size((self.starts[-1], *first.shape[1:]))
         self.dtype = first.dtype
+
+    def expect(self, input_size: tuple[int, ...], bound: float) -> None:
+        """Check every shard read from now on against the model's input size and value bound."""
+        self.input_size, self.bound = tuple(input_size), bound
+        self._cached = None
 
     def __len__(self) -> int:
         return self.starts[-1]
@@ -196,13 +273,14 @@ class ShardImages:
 
     def _shard(self, index: int) -> torch.Tensor:
         if self._cached is None or self._cached[0] != index:
-            images = _shard_images(self.directory, self.files[index])
-            expected = self.starts[index + 1] - self.starts[index]
-            if len(images) != expected:
-                raise DataError(f"{self.directory / self.files[index]}: holds {len(images)} images, the manifest says {expected}")
+            images = _shard_images(self.directory, self.shards[index], self.input_size or self._first_size(),
+                                   self.bound)
             self._cached = (index, images)
             self.shard_reads += 1
         return self._cached[1]
+
+    def _first_size(self) -> tuple[int, ...] | None:
+        return tuple(self.shape[1:]) if hasattr(self, "shape") else None
 
     def _gather(self, indices: torch.Tensor) -> torch.Tensor:
         """Images at `indices` (any order), reading each shard they touch once."""

@@ -1,0 +1,41 @@
+"""The low-bit table: ImageNet ViT-Tiny at W6A6 / W4A8 / W4A4 / W3A3, real and data-free calibration.
+
+    python benchmarks/lowbit_table.py --rows real --bits 4/4,3/3
+    python benchmarks/lowbit_table.py --rows dfq-vit --variants "strong-synthetic;strong-synthetic + compensation"
+
+Rows are calibration sources (32 images: real ones from calib/, or synthesized with 500
+iterations); columns are bit settings; one table per quantizer variant (a preset, or a preset with
+options changed). Cells go to benchmarks/results/lowbit_<model>.json as they finish (a re-run
+skips the cells it has), then the markdown table is written beside it.
+"""
+from __future__ import annotations
+
+from common import row
+from quantizer_table import table_main
+
+VARIANTS = {
+    "strong": {"base": "strong"},
+    "strong-synthetic": {"base": "strong-synthetic"},
+    "strong + compensation": {"base": "strong", "act_compensation": "ridge"},
+    "strong-synthetic + compensation": {"base": "strong-synthetic", "act_compensation": "ridge"},
+    "strong-synthetic + GPTQ": {"base": "strong-synthetic", "weight_rounding": "gptq"},
+    "strong-synthetic + GPTQ + compensation": {"base": "strong-synthetic", "weight_rounding": "gptq",
+                                               "act_compensation": "ridge"},
+    "strong+recon": {"base": "strong+recon"},
+    "strong+recon + compensation": {"base": "strong+recon", "act_compensation": "ridge"},
+    "strong-synthetic+recon + compensation": {"base": "strong-synthetic", "act_compensation": "ridge",
+                                              "reconstruct_steps": 100},
+}
+ROWS = [row("real", "real"), row("dfq-vit", "dfq-vit"), row("psaq", "psaq"), row("mimiq", "mimiq"),
+        row("sardfq", "sardfq"),
+        # MimiQ's protocol on DFQ-ViT's images: 200 steps of logit + head-wise attention distillation
+        {**row("dfq-vit + distillation", "dfq-vit", distill=200), "distill_terms": ("logits", "attention")}]
+
+
+def main() -> None:
+    table_main(__doc__, VARIANTS, ROWS, "lowbit", "low bits", "4/4,3/3", "strong;strong-synthetic", "real;dfq-vit", 500,
+               columns=["W6A6", "W4A8", "W4A4", "W3A3"])
+
+
+if __name__ == "__main__":
+    main()
