@@ -5,7 +5,9 @@
 
 Rows are calibration sources (32 images: real ones from calib/, or synthesized with 500
 iterations); columns are bit settings; one table per quantizer variant (a preset, or a preset with
-options changed). Cells go to benchmarks/results/lowbit_<model>.json as they finish (a re-run
+options changed). Variants without "adalog" in their name pin the twin-uniform post-GELU quantizer the
+presets had when they were measured; `strong` and `strong-synthetic` now take adalog at ≤ 4 bits
+(their "+ adalog" rows). Cells go to benchmarks/results/lowbit_<model>.json as they finish (a re-run
 skips the cells it has), then the markdown table is written beside it.
 """
 from __future__ import annotations
@@ -13,18 +15,23 @@ from __future__ import annotations
 from common import row
 from quantizer_table import table_main
 
+TWIN = {"gelu_quantizer": "twin"}  # the post-GELU quantizer of the presets before adalog ("+ adalog": today's presets)
 VARIANTS = {
-    "strong": {"base": "strong"},
-    "strong-synthetic": {"base": "strong-synthetic"},
-    "strong + compensation": {"base": "strong", "act_compensation": "ridge"},
-    "strong-synthetic + compensation": {"base": "strong-synthetic", "act_compensation": "ridge"},
-    "strong-synthetic + GPTQ": {"base": "strong-synthetic", "weight_rounding": "gptq"},
+    "strong": {"base": "strong", **TWIN},
+    "strong-synthetic": {"base": "strong-synthetic", **TWIN},
+    "strong + compensation": {"base": "strong", "act_compensation": "ridge", **TWIN},
+    "strong-synthetic + compensation": {"base": "strong-synthetic", "act_compensation": "ridge", **TWIN},
+    "strong-synthetic + GPTQ": {"base": "strong-synthetic", "weight_rounding": "gptq", **TWIN},
     "strong-synthetic + GPTQ + compensation": {"base": "strong-synthetic", "weight_rounding": "gptq",
-                                               "act_compensation": "ridge"},
-    "strong+recon": {"base": "strong+recon"},
-    "strong+recon + compensation": {"base": "strong+recon", "act_compensation": "ridge"},
+                                               "act_compensation": "ridge", **TWIN},
+    "strong-synthetic + adalog": {"base": "strong-synthetic", "gelu_quantizer": "adalog"},
+    "strong + adalog": {"base": "strong", "gelu_quantizer": "adalog"},
+    "strong-synthetic + adalog + compensation": {"base": "strong-synthetic", "gelu_quantizer": "adalog",
+                                                 "act_compensation": "ridge"},
+    "strong+recon": {"base": "strong+recon", **TWIN},
+    "strong+recon + compensation": {"base": "strong+recon", "act_compensation": "ridge", **TWIN},
     "strong-synthetic+recon + compensation": {"base": "strong-synthetic", "act_compensation": "ridge",
-                                              "reconstruct_steps": 100},
+                                              "reconstruct_steps": 100, **TWIN},
 }
 ROWS = [row("real", "real"), row("dfq-vit", "dfq-vit"), row("psaq", "psaq"), row("mimiq", "mimiq"),
         row("sardfq", "sardfq"),

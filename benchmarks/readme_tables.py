@@ -107,6 +107,12 @@ def main() -> None:
     print(gap_table(["W8A8", "W4A8"]))
     print("\n## Swap\n")
     print(swap_table())
+    print("\n## Low bits\n")
+    print(lowbit_table())
+    print("\n## ONNX size\n")
+    print(onnx_size_table())
+    print("\n## Swap at W4A4\n")
+    print(swap_table_w4a4())
     diag = RESULTS / "diagnosis_imagenet" / "report.md"
     if diag.is_file():
         print("\n## Diagnosis\n")
@@ -125,6 +131,37 @@ def main() -> None:
             print("\ncells quantized on: " + ", ".join(f"{k} {n}" for k, n in sorted(where.items())))
 
 
+LOWBIT_COLS = ["W6A6", "W4A8", "W4A4", "W3A3"]
+LOWBIT_ROWS = [  # (label, quantizer variant, row of lowbit_imagenet.json)
+    ("real", "strong", "real"),
+    ("real", "strong + adalog", "real"),
+    ("real", "strong + compensation", "real"),
+    ("real", "strong-synthetic", "real"),
+    ("real", "strong-synthetic + adalog", "real"),
+    ("real", "strong-synthetic + compensation", "real"),
+    ("real", "strong-synthetic + adalog + compensation", "real"),
+    ("real", "strong+recon + compensation", "real"),
+    ("dfq-vit", "strong-synthetic", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic + adalog", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic + compensation", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic + adalog + compensation", "dfq-vit"),
+    ("dfq-vit", "strong", "dfq-vit"),
+    ("dfq-vit", "strong + compensation", "dfq-vit"),
+    ("dfq-vit + 200 steps logit/attention distillation", "strong-synthetic + adalog", "dfq-vit + distillation"),
+]
+
+
+def lowbit_table() -> str:
+    """The low-bit table: dfqvit's rows from lowbit_imagenet.json, RepQ-ViT's own code from peers_repq_vit.json."""
+    body = table("lowbit_imagenet", LOWBIT_ROWS, LOWBIT_COLS)
+    peer = RESULTS / "peers_repq_vit.json"
+    if peer.is_file():
+        cells = json.loads(peer.read_text())["cells"]
+        body += "\n| RepQ-ViT's own code, real (head at W/A bits) | its defaults | " + " | ".join(
+            cell({**cells[c], "n": 1}) if c in cells else "–" for c in LOWBIT_COLS) + " |"
+    return body
+
+
 def swap_table() -> str:
     path = RESULTS / "swap_calibration.json"
     if not path.is_file():
@@ -139,5 +176,55 @@ def swap_table() -> str:
     return "\n".join(lines)
 
 
+def onnx_size_table() -> str:
+    """File sizes of the ImageNet ViT-Tiny exports (onnx_size.py)."""
+    path = RESULTS / "onnx_size_imagenet.json"
+    if not path.is_file():
+        return "(onnx_size_imagenet.json not measured yet)"
+    d = json.loads(path.read_text())
+    lines = [f"| export | artefact, bit-packed | ONNX, ≤ 4-bit weights as UINT4 | ONNX, one byte per code | "
+             f"ORT top-1 agreement with PyTorch ({d['images']} images) |", "| --- | --- | --- | --- | --- |",
+             f"| FP32 | – | {d['fp32_bytes'] / 1e6:.2f} MB | – | – |"]
+    for name, c in d["cells"].items():
+        u4, u8 = c["uint4"], c["uint8"]
+        lines.append(f"| {d['preset']} {name} | {c['packed_mb']:.2f} MB | {u4['bytes'] / 1e6:.2f} MB "
+                     f"({u4['vs_fp32']:.2f}× FP32, opset {u4['opset']}) | {u8['bytes'] / 1e6:.2f} MB "
+                     f"({u8['vs_fp32']:.2f}×) | {u4['agreement_with_pytorch']:.1f} % |")
+    return "\n".join(lines)
+
+
+def swap_table_w4a4() -> str:
+    """Which calibration stage DFQ-ViT's images get wrong at W4A4 (swap_calibration.py --bits 4/4 --iterations 500)."""
+    path = RESULTS / "swap_calibration.json"
+    cells = json.loads(path.read_text())["cells"] if path.is_file() else {}
+    rows = [(k.split("|")[0], v) for k, v in cells.items() if "|W4A4|500 iterations" in k]
+    if not rows:
+        return "(not measured yet)"
+    lines = ["| W4A4, strong − GPTQ, no ACM, DFQ-ViT images | top-1 / agreement / KL |", "| --- | --- |"]
+    lines += [f"| {name} | {v['top1']:.1f} / {v['agreement']:.1f} / {v['kl']:.3f} |" for name, v in rows]
+    return "\n".join(lines)
+
+
+GENERATED = {"lowbit": lowbit_table, "onnx-size": onnx_size_table, "swap-w4a4": swap_table_w4a4}
+
+
+def fill(text: str) -> str:
+    """The README with every `<!-- table:NAME -->` … `<!-- /table -->` block regenerated from the JSON."""
+    import re
+
+    def put(m: "re.Match") -> str:
+        return f"<!-- table:{m.group(1)} -->\n{GENERATED[m.group(1)]()}\n<!-- /table -->"
+
+    return re.sub(r"<!-- table:([\w-]+) -->\n.*?<!-- /table -->", put, text, flags=re.S)
+
+
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--fill"]:  # python benchmarks/readme_tables.py --fill: rewrite the README's generated tables
+        from pathlib import Path
+
+        readme = Path(__file__).resolve().parents[1] / "README.md"
+        readme.write_text(fill(readme.read_text()))
+        sys.exit(0)
     main()

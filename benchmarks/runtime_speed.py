@@ -43,7 +43,11 @@ def main() -> None:
     p.add_argument("--model", default="cifar-deit", choices=list(MODELS))
     p.add_argument("--bits", default="8/8,4/8")
     p.add_argument("--presets", default="basic,strong")
+    p.add_argument("--runtimes", default="onnxruntime", help="comma list: onnxruntime, openvino")
     a = p.parse_args()
+    openvino = "openvino" in a.runtimes.split(",")
+    if openvino:
+        from dfqvit.runtimes import OpenVinoModel
     torch.set_num_threads(max(1, torch.get_num_threads()))
     loaded = load(MODELS[a.model])
     x, y = eval_set(loaded, "cifar10/val", per_class=100)
@@ -54,6 +58,8 @@ def main() -> None:
     fp_onnx = OnnxRuntimeModel(verify=False, path=export_float_onnx(loaded.model, tuple(loaded.data_config["input_size"]),
                                                  tmp / "fp.onnx"))
     rows = {"PyTorch FP32": loaded.model, "ONNX Runtime FP32": fp_onnx}
+    if openvino:
+        rows["OpenVINO FP32"] = OpenVinoModel(tmp / "fp.onnx", verify=False)
     for preset in a.presets.split(","):
         for bits in a.bits.split(","):
             w, act = (int(v) for v in bits.split("/"))
@@ -74,6 +80,12 @@ def main() -> None:
                 "float_matmuls_left": ops.get("MatMul", 0) + ops.get("Gemm", 0), "onnx_bytes": info["bytes"]}
             rows[f"PyTorch fake-quant ({preset} W{w}A{act})"] = q
             rows[f"ONNX Runtime QDQ ({preset} W{w}A{act})"] = ort_q
+            if openvino:
+                ov_q = OpenVinoModel(path)
+                parity_v = api.evaluate(ov_q, loaded, (x, y), progress=False, fp_logits=parity_q["logits"])
+                results.data["parity"][f"{preset} W{w}A{act}"]["openvino"] = {
+                    "top1": parity_v["top1"], "agreement": parity_v["agreement_top1"], "kl": parity_v["kl_to_fp"]}
+                rows[f"OpenVINO QDQ ({preset} W{w}A{act})"] = ov_q
             results.save()
     for name, model in rows.items():
         for batch in (1, 64):
@@ -85,12 +97,15 @@ def main() -> None:
     for name in rows:
         lines.append(f"| {name} | {results.data['speed'][f'{name}|1']:.0f} | {results.data['speed'][f'{name}|64']:.0f} |")
     lines += ["", "| export | PyTorch top-1 | ORT top-1 | agreement % | KL | ORT without its fusions: top-1 / agreement "
-              "| integer ops in ORT | float MatMul/Gemm left |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| integer ops in ORT | float MatMul/Gemm left | OpenVINO top-1 / agreement / KL |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for k, v in results.data["parity"].items():
         ints = ", ".join(f"{op} ×{n}" for op, n in v["integer_ops"].items()) or "none"
+        ov = v.get("openvino")
+        ov_cell = f"{ov['top1']:.2f} / {ov['agreement']:.2f} / {ov['kl']:.5f}" if ov else "–"
         lines.append(f"| {k} | {v['pytorch_top1']:.2f} | {v['onnx_top1']:.2f} | {v['agreement']:.2f} | {v['kl']:.5f} | "
                      f"{v['unoptimized_top1']:.2f} / {v['unoptimized_agreement']:.2f} | {ints} | "
-                     f"{v['float_matmuls_left']} |")
+                     f"{v['float_matmuls_left']} | {ov_cell} |")
     (RESULTS / f"runtime_speed_{a.model}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -39,7 +39,8 @@ def main() -> None:
     syn = calibration_images(loaded, get_method("dfq-vit"), opts, "imagenet/calib")[0]
     real = calibration_images(loaded, get_method("real"), opts, "imagenet/calib")[0]
     w, act = (int(v) for v in a.bits.split("/"))
-    config = quant_config("strong", weight_rounding="nearest", w_bits=w, a_bits=act)  # strong − GPTQ
+    # strong − GPTQ, with the twin-uniform post-GELU quantizer the preset had when this diagnosis was made
+    config = quant_config("strong", weight_rounding="nearest", gelu_quantizer="twin", w_bits=w, a_bits=act)
     suffix = "" if a.iterations == 200 else f"|{a.iterations} iterations"
     results = Results(RESULTS / "swap_calibration.json", {"model": "vit_tiny_patch16_224", "config": config.to_dict(),
                                                           "synthetic": "dfq-vit, 32 images, 200 iterations unless "

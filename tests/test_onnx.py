@@ -31,7 +31,7 @@ def _parity(qmodel, loaded, x, path):
     assert ops["QuantizeLinear"] == expected["activation_qdq"]  # one pair per activation point (two per twin)
     assert ops["DequantizeLinear"] == expected["activation_qdq"] + expected["weight_dq"]
     assert info["integer_weights"] == expected["weight_dq"]
-    ints = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.UINT8]
+    ints = [i for i in model.graph.initializer if i.data_type in (onnx.TensorProto.UINT8, onnx.TensorProto.UINT4)]
     assert len(ints) >= expected["weight_dq"]  # weights are stored as integer codes
     with torch.no_grad():
         ref = qmodel(x)
@@ -81,3 +81,60 @@ def test_cli_export_and_evaluate_onnx(tiny, tmp_path, capsys):
     assert main(["evaluate", "--quiet", "--onnx", str(onnx_path), "--quantized", str(art)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["agreement_top1"] >= 99.0 and abs(result["top1"] - result["fp"]["top1"]) <= 1.0
+
+
+@pytest.mark.parametrize("bits", [(4, 8), (3, 4)])
+def test_weights_of_four_bits_or_fewer_are_stored_as_uint4(tiny, digits_heldout, tmp_path, bits):
+    """Two codes a byte in an opset-21 graph; the weights' share of the file is within 10 % of the
+    artefact's bit-packed size at 4 bits (3-bit codes take 4 bits: ONNX has no 3-bit type)."""
+    import math
+
+    from dfqvit.quant.modules import _QuantWeighted
+
+    calib = real_images(tiny, None, 32)[0]
+    q, _ = quantize(tiny, calib, QuantConfig(w_bits=bits[0], a_bits=bits[1]), progress=False)
+    info = export_onnx(q, tiny, tmp_path / "w.onnx")
+    model = onnx.load(str(tmp_path / "w.onnx"))
+    onnx.checker.check_model(model)
+    low = [m for m in q.modules() if isinstance(m, _QuantWeighted) and m.weight_quantizer.bits <= 4]
+    uint4 = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.UINT4]
+    assert info["opset"] == 21 and info["int4_weights"] == len(low) == 16
+    weights = {tuple(i.dims) for i in uint4 if len(i.dims) == 2}
+    assert weights == {tuple(reversed(m.inner.weight.shape)) for m in low}  # Wᵀ, laid out for MatMul
+    assert all(len(i.raw_data) == math.ceil(math.prod(i.dims) / 2) for i in uint4)
+    stored = sum(len(i.raw_data) or i.ByteSize() for i in model.graph.initializer)
+    packed = (q.weight_bits_total() + sum(m.inner.weight.numel() * (4 - bits[0]) for m in low)) / 8  # 4-bit codes
+    assert abs(stored - packed) <= 0.10 * packed
+    wide = export_onnx(q, tiny, tmp_path / "u8.onnx", int4=False)
+    assert wide["opset"] == 17 and wide["int4_weights"] == 0 and info["bytes"] < 0.85 * wide["bytes"]
+    x = digits_heldout[0][:200]
+    with torch.no_grad():
+        ref = q(x)
+    out = OnnxRuntimeModel(tmp_path / "w.onnx")(x)
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
+    assert (out - ref).abs().mean() < 0.01 * ref.abs().mean()
+
+
+@pytest.mark.parametrize("bits", [(8, 8), (4, 8)])
+def test_openvino_runs_the_same_graph_as_pytorch(tiny, digits_heldout, tmp_path, capsys, bits):
+    pytest.importorskip("openvino", reason="OpenVINO is an optional extra: pip install -e '.[openvino]'")
+    from dfqvit.cli import main
+    from dfqvit.runtimes import OpenVinoModel
+
+    calib = real_images(tiny, None, 32)[0]
+    q, _ = quantize(tiny, calib, QuantConfig(w_bits=bits[0], a_bits=bits[1]), progress=False)
+    export_onnx(q, tiny, tmp_path / "m.onnx")
+    x = digits_heldout[0][:200]
+    with torch.no_grad():
+        ref = q(x)
+    out = OpenVinoModel(tmp_path / "m.onnx", threads=1)(x)
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
+    # OpenVINO's CPU plugin re-derives its own low-precision kernels from the QDQ pairs and rounds
+    # in another order than fake-quant: measured mean |Δlogit| 4.6-4.8 % of the mean |logit| here
+    # (ONNX Runtime: under 1 %), with the same top-1
+    assert (out - ref).abs().mean() < 0.08 * ref.abs().mean()
+    save_quantized(q, tiny, tmp_path / "q.safetensors")
+    assert main(["evaluate", "--quiet", "--onnx", str(tmp_path / "m.onnx"), "--runtime", "openvino",
+                 "--quantized", str(tmp_path / "q.safetensors")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["agreement_top1"] >= 99.0

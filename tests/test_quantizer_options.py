@@ -142,7 +142,7 @@ def test_the_strong_preset_saves_and_reloads_with_identical_logits(tiny, calib, 
     x = digits_heldout[0][:64]
     with torch.no_grad():
         assert torch.equal(q(x), q2(x))
-    assert meta["quant_config"]["reparam"] == "postln" and meta["quant_config"]["gelu_quantizer"] == "twin"
+    assert meta["quant_config"]["reparam"] == "postln" and meta["quant_config"]["gelu_quantizer"] == "auto"
 
 
 def test_cached_weights_give_exactly_the_logits_of_requantizing_every_call(tiny, calib, digits_heldout):
@@ -248,3 +248,42 @@ def test_compensated_models_save_reload_and_export_with_the_same_logits(tiny, ca
         export_onnx(q, tiny, tmp_path / "c.onnx")
         ort = OnnxRuntimeModel(tmp_path / "c.onnx")(x)
         assert (ort.argmax(1) == q(x).argmax(1)).float().mean() >= 0.95
+
+
+def test_adaptive_log_post_gelu_keeps_each_positive_value_within_half_a_step_of_its_base():
+    from dfqvit.quant.quantizers import AdaptiveLogTwinQuantizer
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.gelu(torch.randn(50000, generator=gen) * 2)
+    q = _calibrated(AdaptiveLogTwinQuantizer(4), x)
+    base, top, n = float(q.log_base), float(q.top), q.half_levels
+    assert round(base, 4) in AdaptiveLogTwinQuantizer.BASES
+    xq = q(x)
+    inside = (x > top * base ** -(n - 2.5)) & (x <= top)  # positives the log grid covers
+    ratio = (xq[inside] / x[inside]).log().abs() / math.log(base)
+    assert ratio.max() <= 0.5 + 1e-5  # within half a step of the base, in the log domain
+    assert (xq[x < top * base ** -(n - 1.5)] [x[x < top * base ** -(n - 1.5)] >= 0] == 0).all()
+    neg = x < 0
+    assert (xq[neg] - x[neg]).abs().max() <= q.neg_scale / 2 + 1e-6  # the twin's fine negative grid
+    assert len(torch.unique(xq)) <= 2**4
+    twin = _calibrated(TwinUniformQuantizer(4), x)
+    assert (xq - x).pow(2).mean() < (twin(x) - x).pow(2).mean()  # GELU's many small values: the point
+
+
+def test_adaptive_log_post_gelu_saves_reloads_and_exports_with_the_same_logits(tiny, calib, digits_heldout, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from dfqvit.onnx_export import OnnxRuntimeModel, export_onnx
+
+    cfg = quant_config("strong-synthetic", w_bits=4, a_bits=4, gelu_quantizer="adalog")
+    q, _ = quantize(tiny, calib, cfg, progress=False)
+    assert "adalog post-GELU" in cfg.parts()
+    x = digits_heldout[0][:64]
+    with torch.no_grad():
+        q2, _, _ = load_quantized(save_quantized(q, tiny, tmp_path / "a.safetensors"))
+        assert torch.equal(q(x), q2(x))
+        export_onnx(q, tiny, tmp_path / "a.onnx")
+        ref = q(x)
+    plain = OnnxRuntimeModel(tmp_path / "a.onnx", optimize=False)(x)  # the graph's own arithmetic
+    assert (plain - ref).abs().mean() < 0.002 * ref.abs().mean()
+    fused = OnnxRuntimeModel(tmp_path / "a.onnx")(x)  # ORT's int8 fusions round elsewhere (twin too: ~5 %)
+    assert (fused.argmax(1) == ref.argmax(1)).float().mean() >= 0.98

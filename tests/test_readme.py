@@ -31,3 +31,18 @@ def test_the_default_combination_is_the_one_the_readme_names():
     named = apply_default_combination(build_parser().parse_args(["run", "--method", method]))
     assert named.acm_every is None and get_method(method).acm_every == 1 and named.num_images == 32
     assert apply_default_combination(build_parser().parse_args(["run", "--num-images", "8"])).num_images == 8
+
+
+@pytest.mark.skipif(not README.is_file(), reason="README.md is not beside the tests (installed package only)")
+def test_the_generated_readme_tables_equal_their_json():
+    """Every `<!-- table:NAME -->` block is what benchmarks/readme_tables.py prints from the JSON."""
+    import sys
+
+    sys.path.insert(0, str(README.parent / "benchmarks"))
+    try:
+        import readme_tables
+    finally:
+        sys.path.pop(0)
+    text = README.read_text()
+    assert "<!-- table:lowbit -->" in text
+    assert readme_tables.fill(text) == text, "run python benchmarks/readme_tables.py --fill"

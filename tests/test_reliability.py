@@ -100,8 +100,21 @@ def test_a_second_run_on_the_same_out_is_refused_and_the_first_ends_unmixed(tmp_
 # 3 ---------------------------------------------------------------------------------------------
 
 def _processes_mentioning(text):
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines()[1:] if text in line and "ps -eo" not in line]
+    """Command lines of the live processes that mention `text` (read from /proc: no ps needed)."""
+    found = []
+    for proc in os.listdir("/proc"):
+        if not proc.isdigit():
+            continue
+        try:
+            with open(f"/proc/{proc}/cmdline", "rb") as f:
+                args = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{proc}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in args and state != "Z":  # a zombie has ended; only its exit status is left
+            found.append(f"{proc} {args}")
+    return found
 
 
 def test_ctrl_c_to_a_two_process_synthesis_stops_every_worker_and_leaves_it_resumable(tmp_path):

@@ -356,10 +356,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
                                     _inputs(a, "quantized", "onnx", "data")) if a.save_logits else None
     opts = RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args, model_config=a.model_config,
                       class_names=_class_names(a))
+    if a.runtime and not a.onnx:
+        raise ConfigError("--runtime runs an exported file: give it with --onnx FILE")
     if a.onnx:
-        from .onnx_export import OnnxRuntimeModel
+        from .runtimes import open_exported
 
-        model = OnnxRuntimeModel(a.onnx)
+        model = open_exported(a.onnx, a.runtime or "onnxruntime", a.threads)
         loaded = model.loaded_model()
         reference = load_quantized(a.quantized)[0] if a.quantized else None
         result = api.evaluate(model, loaded, a.data, fp_model=reference, device="cpu", progress=not a.quiet,
@@ -441,10 +443,11 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     path = check_output_file(a.out, a.overwrite, inputs=_inputs(a, "quantized"))
     qmodel, loaded, _ = load_quantized(a.quantized)
-    info = export_onnx(qmodel, loaded, path, softmax=a.softmax)
+    info = export_onnx(qmodel, loaded, path, softmax=a.softmax, int4=a.int4)
     print(f"wrote {a.out} ({info['bytes'] / 1e6:.2f} MB, opset {info['opset']}): {info['ops'].get('QuantizeLinear', 0)} "
           f"activation QuantizeLinear, {info['ops'].get('DequantizeLinear', 0)} DequantizeLinear, "
-          f"{info['integer_weights']} integer weight initializers; softmax {a.softmax}")
+          f"{info['integer_weights']} integer weight initializers ({info['int4_weights']} of them 4-bit); "
+          f"softmax {a.softmax}")
     return 0
 
 
@@ -506,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=None, help="ImageNet-layout folder (tiny model: digits held-out)")
     e.add_argument("--onnx", default=None, help="an .onnx file written by `dfqvit export`, run in ONNX Runtime; "
                                                "with --quantized, agreement is measured against that PyTorch model")
+    e.add_argument("--runtime", default=None, choices=["onnxruntime", "openvino"],
+                   help="the runtime that runs --onnx (default onnxruntime; openvino: pip install -e \".[openvino]\")")
     e.add_argument("--save-logits", default=None, help="also write the logits to this .pt file")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --save-logits file")
     e.set_defaults(fn=cmd_evaluate)
@@ -521,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     x.add_argument("--softmax", default="emulate", choices=["emulate", "uint8"],
                    help="log softmax quantizer: emulated with standard ops (exact) or as 8-bit uniform QDQ")
+    x.add_argument("--no-int4", dest="int4", action="store_false",
+                   help="store ≤ 4-bit weight codes one per byte at opset 17 instead of UINT4 at opset 21")
     x.add_argument("--out", default="model.onnx", help="the .onnx file to write")
     x.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     x.set_defaults(fn=cmd_export)

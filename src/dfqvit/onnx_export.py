@@ -3,10 +3,11 @@
 The graph holds, at exactly the points dfqvit quantizes:
 - weights as integer initializers (uint8 codes, per output channel scale and zero point)
   feeding `DequantizeLinear`, already transposed for `MatMul` (axis 1), so ONNX Runtime
-  can fuse them into integer kernels; codes of 4 bits and below are stored as the same uint8
-  codes, one per byte (their values fit the narrower width). The graph is opset 17, where
-  DequantizeLinear has no 4-bit type (UINT4 arrives in opset 21); the safetensors artefact is
-  the bit-packed one;
+  can fuse them into integer kernels; codes of 4 bits and below are stored as UINT4, two a
+  byte, and such a graph is converted to opset 21 (the first whose DequantizeLinear takes
+  4-bit types; `int4=False` keeps them one per byte at opset 17). ONNX Runtime has no integer
+  kernel for a UINT4 DequantizeLinear → MatMul: it dequantizes those weights to float (the file
+  is small, the arithmetic float); 8-bit weights stay uint8 for its int8 kernels;
 - activations (Linear inputs, q·kᵀ and attn·v inputs) as `QuantizeLinear → DequantizeLinear`
   pairs, per tensor, uint8; narrower activations get a `Clip` to their b-bit range first,
   which makes the uint8 pair round exactly as the b-bit quantizer does;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 from .quant.modules import QuantConv2d, QuantLinear, _QuantWeighted
-from .quant.quantizers import EPS, LogQuantizer, TwinUniformQuantizer, UniformQuantizer
+from .quant.quantizers import EPS, AdaptiveLogTwinQuantizer, LogQuantizer, TwinUniformQuantizer, UniformQuantizer
 
 OPSET = 17
 SOFTMAX_MODES = ("emulate", "uint8")
@@ -60,6 +62,24 @@ class _ExportTwin(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pos = torch.fake_quantize_per_tensor_affine(torch.clamp(x, 0.0, (self.n - 1) * self.pos), self.pos, 0, 0, 255)
+        neg = torch.fake_quantize_per_tensor_affine(torch.clamp(-x, 0.0, self.n * self.neg), self.neg, 0, 0, 255)
+        return torch.where(x >= 0, pos, -neg)
+
+
+class _ExportAdaLogTwin(nn.Module):
+    """AdaptiveLogTwinQuantizer in standard ops: Log, Round, Clip, Pow, Where for the positive side
+    (the same arithmetic), the negative tail as the twin quantizer's uint8 QDQ pair."""
+
+    def __init__(self, q: AdaptiveLogTwinQuantizer) -> None:
+        super().__init__()
+        self.top, self.base = float(q.top), float(q.log_base)
+        self.neg, self.n = float(q.neg_scale), q.half_levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        codes = torch.clamp(torch.round(torch.log(torch.clamp(x, min=0.0) / self.top) * (-1.0 / math.log(self.base))),
+                            min=0.0)
+        value = self.top * torch.pow(torch.full_like(codes, self.base), -torch.clamp(codes, max=self.n - 1.0))
+        pos = torch.where(codes > self.n - 2, torch.zeros_like(value), value)
         neg = torch.fake_quantize_per_tensor_affine(torch.clamp(-x, 0.0, self.n * self.neg), self.neg, 0, 0, 255)
         return torch.where(x >= 0, pos, -neg)
 
@@ -121,6 +141,8 @@ def _export_quantizer(q: nn.Module, softmax: str) -> nn.Module:
         if q.channel_axis is not None:
             raise ConfigError("per-channel activation quantizers have no per-tensor QDQ form")
         return _ExportUniform(q)
+    if isinstance(q, AdaptiveLogTwinQuantizer):
+        return _ExportAdaLogTwin(q)
     if isinstance(q, TwinUniformQuantizer):
         return _ExportTwin(q)
     if isinstance(q, LogQuantizer):
@@ -194,8 +216,12 @@ def _fold_weight_quantize(model) -> int:
 
 
 def export_onnx(qmodel: nn.Module, loaded, path: str | Path, softmax: str = "emulate",
-                opset: int = OPSET) -> dict[str, Any]:
+                opset: int = OPSET, int4: bool = True) -> dict[str, Any]:
     """Write `qmodel` (a calibrated QuantizedViT of `loaded`) as an ONNX QDQ graph; return what it holds.
+
+    With `int4` (the default), weights of 4 bits or fewer are stored as UINT4 initializers, two codes
+    a byte, and the graph is converted to opset 21 (the first whose DequantizeLinear takes 4-bit
+    types); without it, or when every weight is wider, the graph stays at `opset`.
 
     The file's metadata ("dfqvit") names the model, its data config and classes, so
     `dfqvit evaluate --onnx` needs nothing else.
@@ -217,6 +243,10 @@ def export_onnx(qmodel: nn.Module, loaded, path: str | Path, softmax: str = "emu
                           do_constant_folding=True)
     model = onnx.load_from_string(buf.getvalue())
     folded = _fold_weight_quantize(model)
+    packed = 0
+    if int4:
+        model, packed = _store_low_bit_weights(model, qmodel)
+    del model.graph.value_info[:]  # shape annotations the runtime infers again: ~20 % of a small model's file
     meta = {"model": loaded.name, "arch_kwargs": loaded.arch_kwargs, "data_config": loaded.data_config,
             "class_names": loaded.class_names, "num_classes": loaded.num_classes, "softmax": softmax,
             "quant_config": qmodel.config.to_dict()}
@@ -229,8 +259,56 @@ def export_onnx(qmodel: nn.Module, loaded, path: str | Path, softmax: str = "emu
     ops: dict[str, int] = {}
     for n in model.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    return {"path": str(path), "opset": opset, "softmax": softmax, "integer_weights": folded, "ops": ops,
+    return {"path": str(path), "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+            "softmax": softmax, "integer_weights": folded, "int4_weights": packed, "ops": ops,
             "bytes": Path(path).stat().st_size}
+
+
+INT4_OPSET = 21
+
+
+def _uint4_tensor(name: str, codes: np.ndarray):
+    """A UINT4 initializer: codes 0..15, two a byte, the first in the low nibble (ONNX's packing)."""
+    from onnx import TensorProto, helper
+
+    flat = codes.astype(np.uint8).reshape(-1)
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(0))
+    return helper.make_tensor(name, TensorProto.UINT4, codes.shape, (flat[0::2] | (flat[1::2] << 4)).tobytes(),
+                              raw=True)
+
+
+def _store_low_bit_weights(model, qmodel: nn.Module):
+    """Weight codes of ≤ 4 bits (found by their values: each layer's codes, as the export laid them
+    out) → UINT4 initializers with UINT4 zero points, in a graph converted to opset 21. Returns
+    (model, number of weights stored at 4 bits)."""
+    import onnx
+    from onnx import numpy_helper
+
+    wanted = []
+    for layer in qmodel.weighted_layers():
+        if layer.weight_quantizer.bits <= 4:
+            codes = layer.weight_quantizer.integer(layer.inner.weight.detach()).to(torch.uint8).cpu().numpy()
+            wanted.append(codes.T if isinstance(layer, QuantLinear) else codes)
+    if not wanted:
+        return model, 0
+    model = onnx.version_converter.convert_version(model, INT4_OPSET)
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    packed = 0
+    for node in consumers:
+        weight = inits[node.input[0]]
+        if weight.data_type != onnx.TensorProto.UINT8:
+            continue
+        codes = numpy_helper.to_array(weight)
+        if not any(c.shape == codes.shape and np.array_equal(c, codes) for c in wanted):
+            continue
+        weight.CopyFrom(_uint4_tensor(weight.name, codes))
+        if len(node.input) > 2 and node.input[2] in inits:
+            zp = inits[node.input[2]]
+            zp.CopyFrom(_uint4_tensor(zp.name, numpy_helper.to_array(zp)))
+        packed += 1
+    return model, packed
 
 
 CHECKSUM_PROP = "dfqvit_sha256"  # over the serialized graph and the dfqvit metadata
@@ -274,7 +352,36 @@ def verify_onnx(path: Path) -> dict[str, Any]:
     return meta
 
 
-class OnnxRuntimeModel:
+def describe_exported(meta: dict[str, Any]):
+    """A LoadedModel of an exported file (for dfqvit's data loading), from its dfqvit metadata."""
+    from .models.loading import LoadedModel
+
+    if not meta:
+        raise ConfigError("this ONNX file was not written by dfqvit (no dfqvit metadata): its input size, "
+                          "normalisation and classes are unknown")
+    head = nn.Module()
+    head.num_classes = meta["num_classes"]
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["data_config"].items()}
+    return LoadedModel(head, meta["model"], cfg, meta.get("arch_kwargs") or {}, meta.get("class_names"))
+
+
+class ExportedModel:
+    """What dfqvit's evaluation asks of an exported file in a runtime: a callable on image batches
+    that describes its model (from the file's dfqvit metadata, `self.meta`) and ignores eval()/to()."""
+
+    meta: dict[str, Any]
+
+    def loaded_model(self):
+        return describe_exported(self.meta)
+
+    def eval(self) -> "ExportedModel":
+        return self
+
+    def to(self, _device) -> "ExportedModel":
+        return self
+
+
+class OnnxRuntimeModel(ExportedModel):
     """An ONNX file run by ONNX Runtime (CPU), callable like a torch module by dfqvit's evaluation."""
 
     def __init__(self, path: str | Path, optimize: bool = True, threads: int | None = None,
@@ -306,25 +413,6 @@ class OnnxRuntimeModel:
                 self.meta = json.loads(props["dfqvit"]) if "dfqvit" in props else {}
             except ValueError:
                 self.meta = {}
-
-    def loaded_model(self):
-        """A LoadedModel describing the exported model (for dfqvit's data loading), from the file's metadata."""
-        from .models.loading import LoadedModel
-
-        if not self.meta:
-            raise ConfigError("this ONNX file was not written by dfqvit (no dfqvit metadata): its input size, "
-                              "normalisation and classes are unknown")
-        head = nn.Module()
-        head.num_classes = self.meta["num_classes"]
-        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in self.meta["data_config"].items()}
-        return LoadedModel(head, self.meta["model"], cfg, self.meta.get("arch_kwargs") or {},
-                           self.meta.get("class_names"))
-
-    def eval(self) -> "OnnxRuntimeModel":
-        return self
-
-    def to(self, _device) -> "OnnxRuntimeModel":
-        return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
@@ -373,6 +461,7 @@ def count_quantized_points(qmodel: nn.Module) -> dict[str, int]:
     weight_q = {id(m.weight_quantizer) for m in qmodel.modules() if isinstance(m, _QuantWeighted)}
     acts = [m for m in qmodel.modules() if isinstance(m, (UniformQuantizer, TwinUniformQuantizer))
             and id(m) not in weight_q]
-    pairs = sum(2 if isinstance(m, TwinUniformQuantizer) else 1 for m in acts)
+    pairs = sum(2 if isinstance(m, TwinUniformQuantizer) and not isinstance(m, AdaptiveLogTwinQuantizer) else 1
+                for m in acts)  # the adaptive-log one: a QDQ pair for its negatives, Log/Pow for the rest
     logs = sum(1 for m in qmodel.modules() if isinstance(m, LogQuantizer))
     return {"activation_qdq": pairs, "weight_dq": weights, "softmax": logs}

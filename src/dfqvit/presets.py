@@ -3,7 +3,8 @@
 `basic` is the quantizer of the literature's data-free baselines (min-max per-channel
 weights rounded to nearest, percentile per-tensor activations, log2 softmax). `strong`
 adds what the real-data PTQ methods do (RepQ-ViT's reparameterization and log√2 softmax,
-PTQ4ViT's twin-uniform post-GELU and output-aware range search, MSE-searched GPTQ
+PTQ4ViT's twin-uniform post-GELU — AdaLog's adaptive-log grid at ≤ 4 bits, which lifted the ImageNet
+ViT-Tiny's data-free W4A4 from 20.2 to 35.7 % — and output-aware range search, MSE-searched GPTQ
 weights); `strong+recon` adds block reconstruction. `strong-synthetic` is `strong` without GPTQ and
 without reparameterizing the first block, the two parts that trust statistics synthetic
 images get wrong: GPTQ fits the rounding to the calibration images' input covariance, and the
@@ -30,13 +31,13 @@ class Preset:
     description: str = ""
 
 
-STRONG = {"reparam": "postln", "softmax_quantizer": "auto", "gelu_quantizer": "twin", "act_search": "output",
+STRONG = {"reparam": "postln", "softmax_quantizer": "auto", "gelu_quantizer": "auto", "act_search": "output",
           "weight_observer": "mse", "weight_rounding": "gptq"}
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("basic", {}, 0, "min-max per-channel weights (nearest), percentile per-tensor activations, log2 softmax"),
     Preset("strong", STRONG, 0,
-           "RepQ-ViT post-LayerNorm reparameterization, log√2 softmax (log2 below 4 bits), twin-uniform post-GELU, output-error "
-           "Linear-input ranges, MSE-searched GPTQ weights"),
+           "RepQ-ViT post-LayerNorm reparameterization, log√2 softmax (log2 below 4 bits), twin-uniform post-GELU "
+           "(adaptive-log at ≤ 4 bits), output-error Linear-input ranges, MSE-searched GPTQ weights"),
     Preset("strong+recon", STRONG, 100,
            "strong + 100 steps of block reconstruction per block"),
     Preset("strong-synthetic", {**STRONG, "weight_rounding": "nearest", "reparam_skip_blocks": 1}, 0,

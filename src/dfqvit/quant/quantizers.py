@@ -229,6 +229,74 @@ class TwinUniformQuantizer(nn.Module):
         return probe(v)
 
 
+class AdaptiveLogTwinQuantizer(TwinUniformQuantizer):
+    """Post-GELU values with a log grid of searched base for the positive side (AdaLog's idea),
+    the negative tail uniform as in the twin quantizer; b bits in all.
+
+    Positive values: x̂ = hi·β^(-q), q = round(-log_β(x/hi)) in 0..2^(b-1)−2, and one code for 0
+    (values below hi·β^-(2^(b-1)−1.5)). A base β near 1.6 keeps four times the twin grid's resolution
+    for the many small activations and still reaches the few large ones: at 4 bits a uniform step of
+    hi/7 rounds everything under hi/14 to zero. β is chosen from BASES by the squared error on the
+    observed values; the output-error range search (act_search=output) then re-chooses β and hi
+    together by the layer's output error.
+    """
+
+    BASES = (1.3, 1.45, 1.6, 1.8, 2.0, 2.5)
+
+    def __init__(self, bits: int, observer: str = "percentile", percentile: float = 99.99) -> None:
+        super().__init__(bits, observer, percentile)
+        self.register_buffer("log_base", torch.tensor([1.6]))
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, adaptive-log positives (base {float(self.log_base):.2f}), mode={self.mode}"
+
+    @property
+    def top(self) -> torch.Tensor:
+        return self.pos_scale * (self.half_levels - 1)  # set_range keeps the twin's pos_scale = hi / (n - 1)
+
+    def _positive(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.half_levels
+        top = self.top
+        q = (x.clamp(min=0) / top).log_().mul_(-1.0 / math.log(float(self.log_base))).round_().clamp_(min=0)
+        value = torch.pow(self.log_base, -q).mul_(top)
+        return value.masked_fill_(q > n - 2, 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode != "quant":
+            return super().forward(x)
+        n = self.half_levels
+        with torch.no_grad():
+            pos = self._positive(x.detach())
+            neg = x.detach().clamp(max=0).div(self.neg_scale).round_().clamp_(min=-n).mul_(self.neg_scale)
+            out = torch.where(x.detach() >= 0, pos, neg)
+        return out if not x.requires_grad else (out - x).detach() + x
+
+    @torch.no_grad()
+    def set_base(self, base: float) -> None:
+        self.log_base.fill_(float(base))
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        if not self.observer.ready:
+            raise RuntimeError("quantizer saw no data during calibration")
+        lo, hi = self.observer.clip_range(self._candidate)
+        values = self.observer.values().flatten() if hasattr(self.observer, "values") else None
+        self.set_range(lo.min(), hi.max())
+        if values is not None and values.numel():
+            errors = {}
+            for base in self.BASES:
+                self.set_base(base)
+                errors[base] = float((self.forward(values) - values).pow(2).mean())
+            self.set_base(min(errors, key=errors.get))
+        self.observer.release()
+
+    def _candidate(self, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        probe = AdaptiveLogTwinQuantizer(self.bits).to(v.device)
+        probe.set_base(float(self.log_base))
+        probe.set_range(lo.min(), hi.max())
+        return probe(v)
+
+
 def make_log2(bits: int, **_) -> LogQuantizer:
     return LogQuantizer(bits, "2")
 
@@ -251,8 +319,20 @@ def make_twin(bits: int, observer: str = "percentile", percentile: float = 99.99
     return TwinUniformQuantizer(bits, observer, percentile)
 
 
+def make_adalog(bits: int, observer: str = "percentile", percentile: float = 99.99) -> AdaptiveLogTwinQuantizer:
+    return AdaptiveLogTwinQuantizer(bits, observer, percentile)
+
+
 # Registered activation quantizers for the points that are far from uniform.
 SOFTMAX_QUANTIZERS: dict[str, Callable[..., nn.Module]] = {"log2": make_log2, "logsqrt2": make_logsqrt2,
                                                            "auto": make_log_auto, "uniform": make_uniform}
-GELU_QUANTIZERS: dict[str, Callable[..., nn.Module]] = {"uniform": make_uniform, "twin": make_twin}
+def make_gelu_auto(bits: int, observer: str = "percentile", percentile: float = 99.99) -> nn.Module:
+    """Adaptive-log positives at ≤ 4 bits, where a uniform positive grid of 2^(b-1) codes zeroes GELU's many
+    small values (ImageNet ViT-Tiny W4A4, DFQ-ViT images, 300 sample/ images: 38.7 % vs twin 20.0 %);
+    twin-uniform above, where it was measured and the log grid was not."""
+    return make_adalog(bits, observer, percentile) if bits <= 4 else make_twin(bits, observer, percentile)
+
+
+GELU_QUANTIZERS: dict[str, Callable[..., nn.Module]] = {"uniform": make_uniform, "twin": make_twin,
+                                                        "adalog": make_adalog, "auto": make_gelu_auto}
 QUANTIZER_TYPES = (UniformQuantizer, LogQuantizer, TwinUniformQuantizer)

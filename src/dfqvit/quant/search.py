@@ -87,14 +87,20 @@ def search_linear_inputs(qmodel: nn.Module, images: torch.Tensor, batch_size: in
             return ((quantizer(x.clone()) @ w.T - reference).pow(2).sum(1) * weight).mean()
 
         best, best_err = None, None
-        for lo, hi in _candidates(q, x):
-            probe = type(q)(q.bits).to(x.device)
-            probe.set_range(lo, hi)
-            err = error(probe)
-            if best_err is None or err < best_err:
-                best, best_err = (lo, hi), err
+        bases = getattr(q, "BASES", (None,))  # the adaptive-log quantizer searches its base too
+        for base in bases:
+            for lo, hi in _candidates(q, x):
+                probe = type(q)(q.bits).to(x.device)
+                if base is not None:
+                    probe.set_base(base)
+                probe.set_range(lo, hi)
+                err = error(probe)
+                if best_err is None or err < best_err:
+                    best, best_err = (base, lo, hi), err
         current = error(q)
         if best_err < current:
-            q.set_range(*best)
+            if best[0] is not None:
+                q.set_base(best[0])
+            q.set_range(*best[1:])
             changed += 1
     return changed
