@@ -27,6 +27,7 @@ from .models.tiny import TINY_MODEL_NAME, build_tiny_vit
 from .outputs import write_file_atomically
 from .quant.config import QuantConfig
 from .quant.wrap import QuantizedViT
+from .utils import hash_tensor
 
 FORMAT = "dfqvit-quantized"
 FORMAT_VERSION = 2
@@ -68,9 +69,7 @@ def _checksum(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True,
                                   default=list).encode())
     for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        hash_tensor(h, state[key], f"{key}|")
     return h.hexdigest()
 
 

@@ -12,6 +12,7 @@ from .correction.reconstruct import ReconstructOptions
 from .errors import CheckpointError, ConfigError
 from .export import save_quantized
 from .models import LoadedModel, load_model, load_model_config
+from .models.loading import fingerprint
 from .models.tiny import TINY_MODEL_NAME
 from .outputs import atomic_output_dir, check_output_dir, release_output, staging_dir
 from .quant.config import QuantConfig
@@ -283,7 +284,7 @@ def _run(opts: RunOptions, method: Method, distill_opts: DistillOptions | None,
     keep = (CHECKPOINT_NAME, FINISHED_IMAGES) if method.synthesizes else ()  # what --resume can continue from
     with atomic_output_dir(out, keep_on_failure=keep, overwrite=opts.overwrite, resume=opts.resume) as stage:
         cfg = loaded.data_config
-        identity = run_identity(method, opts.synthesis, loaded.model) if method.synthesizes else None
+        identity = run_identity(method, opts.synthesis, fingerprint(loaded.model)) if method.synthesizes else None
         finished = stage / FINISHED_IMAGES
         if opts.resume and finished.is_file():  # interrupted after synthesis: the images are done
             syn = SynthesisResult.load_finished(finished, identity, method, opts.synthesis)

@@ -1,6 +1,7 @@
 """Small shared helpers: seeding and device choice."""
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 
@@ -16,6 +17,14 @@ def seed_everything(seed: int) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+def hash_tensor(h: "hashlib._Hash", t: torch.Tensor, label: str = "") -> None:
+    """Feed `t` into the hash `h`: `label`, dtype and shape, then its bytes (the artefact checksum
+    and the model fingerprint both hash tensors this way)."""
+    t = t.detach().cpu().contiguous()
+    h.update(f"{label}{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")

@@ -211,11 +211,11 @@ def fingerprint(model: nn.Module) -> str:
     which the observable copy changes): what a resumed synthesis checks it continues on the same weights."""
     import hashlib
 
+    from ..utils import hash_tensor
+
     h = hashlib.sha256()
     for t in model.state_dict().values():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        hash_tensor(h, t)
     return h.hexdigest()
 
 

@@ -187,11 +187,13 @@ def synthesize_images(
     resume: bool = False,
     progress: bool = True,
     on_iteration: Callable[[int, int], None] | None = None,
+    model_sha256: str | None = None,
 ) -> SynthesisResult:
     """Optimise calibration images for `method` on a float model made observable.
 
     `on_iteration(batch, iteration)` is called between iterations (after the step);
     raising KeyboardInterrupt there behaves like Ctrl-C: checkpoint, then re-raise.
+    `model_sha256`: the model's fingerprint when the caller has it (checkpoints record it).
     """
     opts = options or SynthesisOptions()
     device = torch.device(device)
@@ -222,7 +224,11 @@ def synthesize_images(
     ckpt = Path(checkpoint_path) if checkpoint_path else None
 
     gen = torch.Generator().manual_seed(opts.seed)
-    identity = run_identity(method, opts, model) if ckpt is not None else None
+    if ckpt is not None and model_sha256 is None:
+        from ..models.loading import fingerprint
+
+        model_sha256 = fingerprint(model)
+    identity = run_identity(method, opts, model_sha256) if ckpt is not None else None
     state = None
     if resume:
         if ckpt is None or not ckpt.is_file():
@@ -395,12 +401,11 @@ def _main_view(recorded: torch.Tensor, n: int, total: int) -> torch.Tensor:
 CHECKPOINT_KEYS = ("identity", "images", "targets", "priors", "gen", "batch", "iteration", "adam", "seconds")
 
 
-def run_identity(method: Method, opts: SynthesisOptions, model: nn.Module) -> dict:
+def run_identity(method: Method, opts: SynthesisOptions, model_sha256: str) -> dict:
     """What a resumed synthesis must share with the run it continues: the whole method (terms,
-    schedule, rounds...), the options that change the images, and the model's weights."""
-    from ..models.loading import fingerprint
-
-    return {"method": method.to_dict(), "options": _comparable(opts), "model_sha256": fingerprint(model)}
+    schedule, rounds...), the options that change the images, and the model's weights (their
+    `models.loading.fingerprint`, computed once per run by the caller)."""
+    return {"method": method.to_dict(), "options": _comparable(opts), "model_sha256": model_sha256}
 
 
 def read_checkpoint(path: Path, identity: dict | None) -> dict:

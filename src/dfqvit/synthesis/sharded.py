@@ -15,6 +15,7 @@ GPUs, gloo on CPU. Synthesis needs no communication but a barrier at the end.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -83,15 +84,18 @@ def synthesize_shards(model: nn.Module, method: Method, input_size: tuple[int, i
     """Synthesize this rank's shards into `directory`; return the shard indices it wrote (or found done)."""
     from tqdm.auto import tqdm
 
+    from ..models.loading import fingerprint
+
+    model_sha256 = fingerprint(model)
     mine = list(range(rank, shard_count(options), world))
     bar = tqdm(total=len(mine) * options.batch_size, desc=f"synthesize[{method.name}] images", unit="img",
                disable=not progress or rank != 0)
     for index in mine:
         path = directory / SHARD_PATTERN.format(index)
         opts = shard_options(options, index)
-        identity = run_identity(method, opts, model)
+        identity = run_identity(method, opts, model_sha256)
         if resume and path.is_file():
-            found = _load_shard(path).get("identity")
+            found = _read_shard(path)[0].get("identity")
             if found != identity:
                 raise CheckpointError(f"{path.name} in {directory} was made by another method, options, seed or model "
                                       f"(it cannot be part of this set); start over with --overwrite")
@@ -99,7 +103,7 @@ def synthesize_shards(model: nn.Module, method: Method, input_size: tuple[int, i
             continue
         ckpt = directory / SHARD_CHECKPOINT.format(index)
         result = synthesize_images(model, method, input_size, num_classes, mean, std, opts, device, ckpt,
-                                   resume=resume and ckpt.is_file(), progress=False)
+                                   resume=resume and ckpt.is_file(), progress=False, model_sha256=model_sha256)
         _save_atomically({"images": result.images.cpu(), "targets": result.targets.cpu(),
                           "final_terms": result.final_terms, "seed": opts.seed, "index": index,
                           "identity": identity}, path)
@@ -110,25 +114,22 @@ def synthesize_shards(model: nn.Module, method: Method, input_size: tuple[int, i
     return mine
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _load_shard(path: Path) -> dict[str, Any]:
-    """A shard file as written by `synthesize_shards`; anything else is one DataError line (the
-    loader's own text, which may advise unsafe loading, never reaches the user)."""
+def _read_shard(path: Path, sha256: str | None = None) -> tuple[dict[str, Any], str]:
+    """A shard file as written by `synthesize_shards` and the SHA-256 of its bytes, from one read
+    (checked against `sha256` first, when given); anything else is one DataError line (the loader's
+    own text, which may advise unsafe loading, never reaches the user)."""
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise DataError(f"{path}: checksum mismatch with the manifest (the shard is corrupt or was replaced)")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception:
         raise DataError(f"{path} is not a shard written by `dfqvit synthesize` (unreadable, truncated, or it holds "
                         f"objects other than tensors)") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), torch.Tensor):
         raise DataError(f"{path} holds no 'images' tensor (not a shard written by `dfqvit synthesize`)")
-    return data
+    return data, digest
 
 
 def write_manifest(directory: Path, method: Method, options: SynthesisOptions, world: int) -> dict[str, Any]:
@@ -136,10 +137,10 @@ def write_manifest(directory: Path, method: Method, options: SynthesisOptions, w
     shards = []
     for index in range(shard_count(options)):
         path = directory / SHARD_PATTERN.format(index)
-        data = _load_shard(path)
+        data, sha256 = _read_shard(path)
         shards.append({"file": SHARD_PATTERN.format(index), "index": index, "seed": data["seed"],
                        "images": len(data["images"]), "targets": data["targets"].tolist(),
-                       "final_terms": data["final_terms"], "sha256": _sha256(path)})
+                       "final_terms": data["final_terms"], "sha256": sha256})
     manifest = {"format": "dfqvit-synthetic-shards", "version": 2, "method": method.to_dict(),
                 "options": asdict(options), "num_images": options.num_images, "shard_size": options.batch_size,
                 "processes": world, "threads_per_process": torch.get_num_threads(), "shards": shards}
@@ -187,9 +188,7 @@ def _shard_images(directory: Path, shard: dict[str, Any], input_size: tuple[int,
     from ..data.checks import image_tensor_problem
 
     path = directory / shard["file"]
-    if "sha256" in shard and _sha256(path) != shard["sha256"]:
-        raise DataError(f"{path}: checksum mismatch with the manifest (the shard is corrupt or was replaced)")
-    images = _load_shard(path)["images"]
+    images = _read_shard(path, shard.get("sha256"))[0]["images"]
     problem = image_tensor_problem(images, input_size, bound)
     if problem:
         raise DataError(f"{path}: {problem}")
@@ -236,7 +235,6 @@ class ShardImages:
         if not shards:
             raise DataError(f"{self.directory}: the manifest lists no shards")
         self.shards = shards
-        self.files = [s["file"] for s in shards]
         self.input_size: tuple[int, ...] | None = None
         self.bound: float | None = None
         self.starts = [0]
