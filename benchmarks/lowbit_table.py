@@ -30,6 +30,10 @@ VARIANTS = {
                                                  "act_compensation": "ridge"},
     "strong+recon": {"base": "strong+recon", **TWIN},
     "strong+recon + compensation": {"base": "strong+recon", "act_compensation": "ridge", **TWIN},
+    # SARDFQ's protocol on top of today's presets: 100 steps of block reconstruction per block
+    "strong + adalog + recon": {"base": "strong", "gelu_quantizer": "adalog", "reconstruct_steps": 100},
+    "strong-synthetic + adalog + recon": {"base": "strong-synthetic", "gelu_quantizer": "adalog",
+                                          "reconstruct_steps": 100},
     "strong-synthetic+recon + compensation": {"base": "strong-synthetic", "act_compensation": "ridge",
                                               "reconstruct_steps": 100, **TWIN},
 }

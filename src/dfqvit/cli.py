@@ -32,6 +32,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="architecture overrides for timm.create_model, e.g. img_size=32,patch_size=4,num_classes=10")
     g.add_argument("--model-config", default=None,
                    help="JSON naming timm model, model_args, data_config, weights (relative to the JSON), class_names")
+    g.add_argument("--model-dir", default=None,
+                   help="local transformers image-classification folder (config.json, model.safetensors, "
+                        "preprocessor_config.json): ViT, DeiT or Swin; read offline, checked against transformers")
     g.add_argument("--class-names", default=None, help="file with one class name per line, in class-index order")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     g.add_argument("--seed", type=int, default=0, help="seed of every random draw")
@@ -113,8 +116,14 @@ def _out_args(p: argparse.ArgumentParser, default: str) -> None:
 
 def _inputs(a: argparse.Namespace, *names: str) -> list[tuple[str, str | None]]:
     """(option, path) of the inputs a command reads, which its output must stay clear of."""
-    names = (*names, "checkpoint", "model_config", "class_names")
+    names = (*names, "checkpoint", "model_config", "model_dir", "class_names")
     return [("--" + n.replace("_", "-"), getattr(a, n, None)) for n in names]
+
+
+def _model_options(a: argparse.Namespace) -> dict:
+    """The RunOptions fields that name the float model."""
+    return {"model": a.model, "checkpoint": a.checkpoint, "model_args": a.model_args, "model_config": a.model_config,
+            "model_dir": a.model_dir, "class_names": _class_names(a)}
 
 
 def _class_names(a: argparse.Namespace):
@@ -172,8 +181,7 @@ def _run_options(a: argparse.Namespace, **extra):
     DistillOptions(steps=a.distill_steps or 0, lr=a.distill_lr, weight_lr=a.distill_weight_lr,
                    terms=terms or ("logits",))
     return RunOptions(
-        model=a.model, checkpoint=a.checkpoint, model_args=a.model_args, model_config=a.model_config,
-        class_names=_class_names(a), method=a.method, quant=_quant_config(a), preset=_preset(a),
+        **_model_options(a), method=a.method, quant=_quant_config(a), preset=_preset(a),
         synthesis=_synthesis_options(a),
         schedule=a.schedule, acm_every=a.acm_every, acm_variant=a.acm_variant, distill_steps=a.distill_steps,
         distill_terms=terms, distill_lr=a.distill_lr, distill_weight_lr=a.distill_weight_lr,
@@ -197,8 +205,7 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
 
     from .pipeline import RunOptions, synthesize_folder, validate
 
-    ropts = RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args, model_config=a.model_config,
-                       class_names=_class_names(a), method=a.method, synthesis=_synthesis_options(a),
+    ropts = RunOptions(**_model_options(a), method=a.method, synthesis=_synthesis_options(a),
                        schedule=a.schedule, calib_data=a.calib_data, out=a.out, overwrite=a.overwrite,
                        device=a.device, resume=a.resume, progress=not a.quiet, skip_bad_images=a.skip_bad_images,
                        threads=a.threads)
@@ -315,8 +322,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     check_output_dir(a.out, a.overwrite, inputs=_inputs(a, "images", "calib_data"))
     images = _read_images(a.images) if a.images else None
     skipped: list[str] = []
-    loaded = load_for(RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args,
-                                 model_config=a.model_config, class_names=_class_names(a)))
+    loaded = load_for(RunOptions(**_model_options(a)))
     if images is not None:
         source = a.images
         api.check_images(images, loaded, f"--images {a.images}")
@@ -354,8 +360,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise ConfigError(f"--data {a.data}: folder not found")
     logits_path = check_output_file(a.save_logits, a.overwrite, "--save-logits",
                                     _inputs(a, "quantized", "onnx", "data")) if a.save_logits else None
-    opts = RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args, model_config=a.model_config,
-                      class_names=_class_names(a))
+    opts = RunOptions(**_model_options(a))
     if a.runtime and not a.onnx:
         raise ConfigError("--runtime runs an exported file: give it with --onnx FILE")
     if a.onnx:
@@ -381,8 +386,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         if a.class_names:
             loaded.class_names = opts.class_names
         fp = None
-        if a.model_config or a.checkpoint or meta["model"] == TINY_MODEL_NAME:  # the float reference, if at hand
-            opts.model, opts.model_args = (None, None) if a.model_config else (meta["model"], meta.get("arch_kwargs"))
+        if a.model_config or a.model_dir or a.checkpoint or meta["model"] == TINY_MODEL_NAME:  # the float reference
+            opts.model, opts.model_args = (None, None) if a.model_config or a.model_dir else (
+                meta["model"], meta.get("arch_kwargs"))
             fp = load_for(opts).model
     else:
         loaded = load_for(opts)
@@ -421,8 +427,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     config = _quant_config(a)
     opts = _synthesis_options(a)
     check_output_dir(a.out, a.overwrite, inputs=_inputs(a, "calib_data"))
-    loaded = load_for(RunOptions(model=a.model, checkpoint=a.checkpoint, model_args=a.model_args,
-                                 model_config=a.model_config, class_names=_class_names(a)))
+    loaded = load_for(RunOptions(**_model_options(a)))
     with atomic_output_dir(a.out, overwrite=a.overwrite) as stage:
         images = {n: api.synthesize(loaded, m, opts, a.device, calib_data=a.calib_data, progress=not a.quiet,
                                     skip_bad_images=a.skip_bad_images).images for n, m in methods.items()}
@@ -469,6 +474,11 @@ def cmd_models(a: argparse.Namespace) -> int:
     for name, overrides in KNOWN_MODELS.items():
         print(f"{name:30s} --model-args known to work: {overrides}")
     print("Any other timm ViT / DeiT / Swin name builds too; weights always come from a local file.")
+    from .models.hf import ARCHITECTURES
+
+    for arch in ARCHITECTURES:
+        print(f"{'transformers ' + arch:30s} --model-dir DIR (a local folder; tested on random-init configs and "
+              f"the ImageNet ViT-Tiny converted)")
     return 0
 
 

@@ -86,7 +86,8 @@ def save_quantized(qmodel: QuantizedViT, loaded: LoadedModel, path: str | Path, 
         codes_info[prefix + CODES_SUFFIX] = {"bits": bits, "shape": list(layer.inner.weight.shape)}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": loaded.name,
             "arch_kwargs": loaded.arch_kwargs, "data_config": loaded.data_config,
-            "class_names": loaded.class_names, "quant_config": qmodel.config.to_dict(), "weight_codes": codes_info,
+            "class_names": loaded.class_names, "hf_config": loaded.hf_config,
+            "quant_config": qmodel.config.to_dict(), "weight_codes": codes_info,
             **(extra or {})}
     meta["sha256"] = _checksum(meta, state)
     path = Path(path)
@@ -156,6 +157,14 @@ def _skeleton(meta: dict[str, Any], path: Path, model: nn.Module | None) -> nn.M
         return model
     if name == TINY_MODEL_NAME:
         return build_tiny_vit()
+    if meta.get("hf_config"):
+        from .models.hf import build_from_config
+
+        try:
+            return build_from_config(meta["hf_config"])
+        except Exception as exc:
+            raise CheckpointError(f"{path}: cannot rebuild its transformers model: {str(exc).splitlines()[0][:200]}") \
+                from None
     if name == "custom":
         raise CheckpointError(f"{path} holds a custom model: pass its nn.Module skeleton to load_quantized(model=...)")
     if not isinstance(name, str) or not timm.is_model(name):
@@ -228,5 +237,5 @@ def load_quantized(path: str | Path, model: nn.Module | None = None) -> tuple[Qu
     qmodel.set_mode("quant")
     data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["data_config"].items()}
     loaded = LoadedModel(skeleton, meta["model"], data_config, meta.get("arch_kwargs") or {},
-                         meta.get("class_names"))
+                         meta.get("class_names"), meta.get("hf_config"))
     return qmodel.eval(), loaded, meta

@@ -35,6 +35,7 @@ class RunOptions:
     checkpoint: str | None = None
     model_args: dict[str, Any] | str | None = None
     model_config: str | None = None  # JSON: timm model, model args, data config, weights, class names
+    model_dir: str | None = None  # a local transformers image-classification folder
     class_names: list[str] | None = None
     method: str = DEFAULT_METHOD
     quant: QuantConfig = field(default_factory=QuantConfig)
@@ -74,8 +75,12 @@ def default_run_options(**overrides: Any) -> RunOptions:
 
 
 def load_for(opts: Any) -> LoadedModel:
-    """The float model named by `--model-config`, or by `--model` / `--checkpoint` / `--model-args`."""
-    if opts.model_config:
+    """The float model named by `--model-config`, `--model-dir`, or `--model` / `--checkpoint` / `--model-args`."""
+    if getattr(opts, "model_dir", None):
+        if opts.model_config:
+            raise ConfigError("--model-dir and --model-config both name a model: give one")
+        loaded = load_model(opts.model, opts.checkpoint, model_args=opts.model_args, hf_dir=opts.model_dir)
+    elif opts.model_config:
         if opts.model or opts.checkpoint or opts.model_args:
             raise ConfigError("--model-config already names the model, its weights and overrides; "
                               "drop --model / --checkpoint / --model-args")

@@ -43,6 +43,8 @@ def class_index(folders: list[str], num_classes: int, root: Path, class_names: l
             raise DataError(f"{len(class_names)} class names given but the model's head has {num_classes} classes")
         lookup = {n: i for i, n in enumerate(class_names)}
         unknown = [f for f in folders if f not in lookup]
+        if unknown and num_classes == 1000 and all(SYNSET.match(c) for c in folders):
+            return class_index(folders, num_classes, root)  # ImageNet-1k labels ("tench, ...") over synset folders
         if unknown:
             raise DataError(f"{root}: folder '{unknown[0]}' is not one of the model's classes "
                             f"({', '.join(class_names[:10])}{', …' if len(class_names) > 10 else ''})")

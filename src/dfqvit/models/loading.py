@@ -38,6 +38,7 @@ class LoadedModel:
     data_config: dict[str, Any]
     arch_kwargs: dict[str, Any] = field(default_factory=dict)  # the --model-args overrides
     class_names: list[str] | None = None  # index → name, when known (model config, --class-names)
+    hf_config: dict[str, Any] | None = None  # config.json of a transformers folder (--model-dir), which rebuilds it
 
     @property
     def num_classes(self) -> int:
@@ -150,14 +151,24 @@ def load_model(
     data_config: dict[str, Any] | None = None,
     model_args: dict[str, Any] | str | None = None,
     class_names: list[str] | None = None,
+    hf_dir: str | Path | None = None,
 ) -> LoadedModel:
     """Return the float model to quantize.
 
-    `model` takes a user's own module (built from timm blocks); otherwise `name` is a
+    `model` takes a user's own module (built from timm blocks); `hf_dir` a local transformers
+    image-classification folder (ViT, DeiT, Swin; see models/hf.py); otherwise `name` is a
     timm ViT/DeiT/Swin name built with `model_args` overrides and loaded strictly from
-    `checkpoint`, or None for the embedded default. `data_config` replaces timm's default.
+    `checkpoint`, or None for the embedded default. `data_config` replaces the model's own.
     """
     args = parse_model_args(model_args) if isinstance(model_args, str) else dict(model_args or {})
+    if hf_dir is not None:
+        if name or checkpoint or args or model is not None:
+            raise ConfigError("--model-dir names the model and its weights: drop --model / --checkpoint / --model-args")
+        from .hf import architecture_of, load_hf_folder
+
+        net, config, cfg, names = load_hf_folder(hf_dir, data_config)
+        return LoadedModel(net, f"transformers:{architecture_of(config)}", _normalise_data_config(cfg),
+                           class_names=class_names or names, hf_config=config)
     if model is not None:
         cfg = data_config or model_data_config(model)
         return LoadedModel(model.eval(), "custom", _normalise_data_config(cfg), class_names=class_names)
