@@ -31,7 +31,7 @@ def _parity(qmodel, loaded, x, path):
     assert ops["QuantizeLinear"] == expected["activation_qdq"]  # one pair per activation point (two per twin)
     assert ops["DequantizeLinear"] == expected["activation_qdq"] + expected["weight_dq"]
     assert info["integer_weights"] == expected["weight_dq"]
-    ints = [i for i in model.graph.initializer if i.data_type in (onnx.TensorProto.UINT8, onnx.TensorProto.UINT4)]
+    ints = [i for i in model.graph.initializer if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT4)]
     assert len(ints) >= expected["weight_dq"]  # weights are stored as integer codes
     with torch.no_grad():
         ref = qmodel(x)
@@ -138,3 +138,51 @@ def test_openvino_runs_the_same_graph_as_pytorch(tiny, digits_heldout, tmp_path,
                  "--quantized", str(tmp_path / "q.safetensors")]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["agreement_top1"] >= 99.0
+
+
+def test_export_benchmark_report_matches_the_graph(tiny, tmp_path, capsys):
+    """`export --benchmark`: the report's sizes are the files', its kernel counts those of the graph
+    ORT runs, every body Linear got an integer kernel, and the summary line says so."""
+    from dfqvit.cli import main
+    from dfqvit.deploy import FLOAT_KERNELS, INTEGER_KERNELS
+    from dfqvit.onnx_export import optimized_ops
+
+    q = tmp_path / "q"
+    assert main(["quantize", "--num-images", "8", "--w-bits", "8", "--a-bits", "8", "--preset", "basic", "--quiet",
+                 "--out", str(q)]) == 0
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--quantized", str(q / "quantized.safetensors"), "--out", str(out), "--benchmark",
+                 "--benchmark-seconds", "0.2"]) == 0
+    report = json.loads((tmp_path / "m.onnx.report.json").read_text())
+    assert report["bytes"] == out.stat().st_size and 0 < report["size_vs_fp32"] < 0.5
+    ops = optimized_ops(out)
+    assert report["kernels"]["integer"] == {k: v for k, v in ops.items() if k in INTEGER_KERNELS}
+    assert report["kernels"]["float"] == {k: v for k, v in ops.items() if k in FLOAT_KERNELS}
+    body_linears = 4 * len(tiny.model.blocks)  # qkv, proj, fc1, fc2 of every block
+    assert sum(report["kernels"]["integer"].values()) >= body_linears
+    s = report["speed"]
+    assert s["speedup_batch1"] == pytest.approx(s["fp32"]["batch1_ms_per_image"] / s["exported"]["batch1_ms_per_image"])
+    printed = capsys.readouterr().out
+    assert f"{report['size_vs_fp32']:.2f}× the FP32 graph" in printed and "ms/image" in printed
+    # a second export refuses to replace the report without --overwrite
+    assert main(["export", "--quantized", str(q / "quantized.safetensors"), "--out", str(tmp_path / "m2.onnx"),
+                 "--benchmark", "--benchmark-seconds", "0.2"]) == 0
+    assert main(["export", "--quantized", str(q / "quantized.safetensors"), "--out", str(out), "--benchmark"]) == 2
+
+
+def test_twin_gelu_input_exports_as_two_integer_matmuls(tiny, digits_heldout, tmp_path):
+    """fc2 behind the twin-uniform quantizer: pos·W − neg·W, each an integer kernel in ORT (the
+    Where-merged form left fc2 in float), with the PyTorch model's logits."""
+    from dfqvit.deploy import runtime_kernels
+
+    x = digits_heldout[0][:200]
+    config = QuantConfig(w_bits=8, a_bits=8, gelu_quantizer="twin")
+    q, _ = quantize(tiny, real_images(tiny, None, 32)[0], config, progress=False)
+    path = tmp_path / "twin.onnx"
+    ref, out = _parity(q, tiny, x, path)  # float sums in another order: a code flips here and there, no more
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
+    assert (out - ref).abs().mean() < 0.01 * ref.abs().mean()
+    kernels = runtime_kernels(path)
+    blocks = len(tiny.model.blocks)
+    assert sum(kernels["integer"].values()) >= 5 * blocks  # qkv, proj, fc1 and fc2 twice per block
+    assert "MatMulNBits" not in kernels["integer"]
