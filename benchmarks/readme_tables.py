@@ -205,7 +205,54 @@ def swap_table_w4a4() -> str:
     return "\n".join(lines)
 
 
-GENERATED = {"lowbit": lowbit_table, "onnx-size": onnx_size_table, "swap-w4a4": swap_table_w4a4}
+HEADLINE_COLS = ["W8A8", "W6A6", "W4A8", "W4A4"]
+# row label → column → (results file, row, preset, note mark) or a peer file's cell name; † marks 32-image cells
+HEADLINE = [
+    ("dfqvit, data-free: `dfqvit run` (DFQ-ViT images, preset auto → strong-synthetic)", {
+        "W8A8": ("imagenet_gpu", "dfq-vit 128 images", "strong-synthetic", ""),
+        "W6A6": ("imagenet_gpu", "dfq-vit without ACM", "strong-synthetic", "†"),
+        "W4A8": ("imagenet_gpu", "dfq-vit 128 images", "strong-synthetic", ""),
+        "W4A4": ("lowbit_imagenet", "dfq-vit", "strong-synthetic + adalog", "†")}),
+    ("dfqvit, 32 real `calib/` images (preset auto → strong)", {
+        "W8A8": ("quantizer_imagenet", "real", "strong", ""), "W6A6": ("quantizer_imagenet", "real", "strong", ""),
+        "W4A8": ("quantizer_imagenet", "real", "strong", ""),
+        "W4A4": ("lowbit_imagenet", "real", "strong + adalog", "")}),
+]
+PEERS = [  # (label, results file, column → cell name)
+    ("RepQ-ViT's own code, 32 real images (head at the W/A bits)", "peers_repq_vit",
+     {c: c for c in HEADLINE_COLS}),
+    ("ONNX Runtime `quantize_static`, 32 real images (MatMul/Gemm, Percentile 99.99)", "peers_ort_static",
+     {"W8A8": "MatMul/Gemm, Percentile 99.99"}),
+]
+
+
+def headline_table() -> str:
+    """The README's one table: FP, dfqvit data-free and with real images, the peers run here."""
+    sums: dict[str, dict] = {}
+    fp = json.loads((RESULTS / "imagenet_gpu.json").read_text())["fp"]["top1"]
+    lines = [f"| ImageNet ViT-Tiny, 1,000 `sample/` images, FP {fp:.1f} | " + " | ".join(HEADLINE_COLS) + " |",
+             "| --- |" + " --- |" * len(HEADLINE_COLS)]
+    for label, cols in HEADLINE:
+        cells = []
+        for c in HEADLINE_COLS:
+            name, row, preset, mark = cols[c]
+            if name not in sums:
+                sums[name] = summarize(Results(RESULTS / f"{name}.json", {}))
+            v = sums[name].get(preset, {}).get(row, {}).get(c)
+            cells.append(cell(v) + mark if v else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for label, name, names in PEERS:
+        path = RESULTS / f"{name}.json"
+        got = json.loads(path.read_text())["cells"] if path.is_file() else {}
+        lines.append(f"| {label} | " + " | ".join(cell({**got[names[c]], "n": 1}) if c in names and names[c] in got
+                                                  else "–" for c in HEADLINE_COLS) + " |")
+    return "\n".join(lines)
+
+
+GENERATED = {"lowbit": lowbit_table, "onnx-size": onnx_size_table, "swap-w4a4": swap_table_w4a4,
+             "headline": headline_table}
+ROOT = RESULTS.parent.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # where generated tables live
 
 
 def fill(text: str) -> str:
@@ -221,10 +268,8 @@ def fill(text: str) -> str:
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] == ["--fill"]:  # python benchmarks/readme_tables.py --fill: rewrite the README's generated tables
-        from pathlib import Path
-
-        readme = Path(__file__).resolve().parents[1] / "README.md"
-        readme.write_text(fill(readme.read_text()))
+    if sys.argv[1:] == ["--fill"]:  # the generated tables of README.md and docs/ (python -m benchmarks report)
+        for doc in DOCUMENTS:
+            doc.write_text(fill(doc.read_text()))
         sys.exit(0)
     main()

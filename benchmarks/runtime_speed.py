@@ -21,7 +21,10 @@ from dfqvit import api
 from dfqvit.onnx_export import OnnxRuntimeModel, export_float_onnx, export_onnx, optimized_ops
 from dfqvit.presets import quant_config
 
-MODELS = {"cifar-deit": "cifar10/models/deit_tiny_cifar10.json", "cifar-swin": "cifar10/models/swin_micro_cifar10.json"}
+# name → (model config, evaluation folder, calibration folder, images per class of the evaluation folder)
+MODELS = {"cifar-deit": ("cifar10/models/deit_tiny_cifar10.json", "cifar10/val", "cifar10/calib", 100),
+          "cifar-swin": ("cifar10/models/swin_micro_cifar10.json", "cifar10/val", "cifar10/calib", 100),
+          "imagenet": ("imagenet/vit_tiny_patch16_224.json", "imagenet/sample", "imagenet/calib", None)}
 INTEGER_OPS = ("MatMulIntegerToFloat", "QLinearMatMul", "MatMulInteger", "QLinearConv", "ConvInteger",
                "MatMulNBits", "DynamicQuantizeMatMul", "QGemm")
 
@@ -44,55 +47,65 @@ def main() -> None:
     p.add_argument("--bits", default="8/8,4/8")
     p.add_argument("--presets", default="basic,strong")
     p.add_argument("--runtimes", default="onnxruntime", help="comma list: onnxruntime, openvino")
+    p.add_argument("--softmax", default="emulate", help="comma list of export softmax forms: emulate, uint8")
+    p.add_argument("--threads", type=int, default=None, help="torch and runtime threads (default: all cores)")
+    p.add_argument("--tag", default="", help="suffix of the result files")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     openvino = "openvino" in a.runtimes.split(",")
     if openvino:
         from dfqvit.runtimes import OpenVinoModel
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    loaded = load(MODELS[a.model])
-    x, y = eval_set(loaded, "cifar10/val", per_class=100)
-    calib, _ = api.real_images(loaded, shared("cifar10/calib"), 32)
-    results = Results(RESULTS / f"runtime_speed_{a.model}.json", {"model": MODELS[a.model], "machine": machine(),
-                                                                   "threads": torch.get_num_threads()})
+    config, folder, calib_folder, per_class = MODELS[a.model]
+    loaded = load(config)
+    x, y = eval_set(loaded, folder, per_class=per_class)
+    calib, _ = api.real_images(loaded, shared(calib_folder), 32)
+    threads = torch.get_num_threads()
+    results = Results(RESULTS / f"runtime_speed_{a.model}{a.tag}.json", {"model": config, "machine": machine(),
+                                                                         "threads": threads})
     tmp = Path(tempfile.mkdtemp())
-    fp_onnx = OnnxRuntimeModel(verify=False, path=export_float_onnx(loaded.model, tuple(loaded.data_config["input_size"]),
-                                                 tmp / "fp.onnx"))
+    fp_onnx = OnnxRuntimeModel(verify=False, threads=threads,
+                               path=export_float_onnx(loaded.model, tuple(loaded.data_config["input_size"]), tmp / "fp.onnx"))
     rows = {"PyTorch FP32": loaded.model, "ONNX Runtime FP32": fp_onnx}
     if openvino:
-        rows["OpenVINO FP32"] = OpenVinoModel(tmp / "fp.onnx", verify=False)
+        rows["OpenVINO FP32"] = OpenVinoModel(tmp / "fp.onnx", threads=threads, verify=False)
     for preset in a.presets.split(","):
         for bits in a.bits.split(","):
             w, act = (int(v) for v in bits.split("/"))
             q, _ = api.quantize(loaded, calib, quant_config(preset, w_bits=w, a_bits=act), progress=False)
-            path = tmp / f"{preset}-{w}{act}.onnx"
-            info = export_onnx(q, loaded, path)
-            ort_q = OnnxRuntimeModel(path)
-            ops = optimized_ops(path)
             parity_q = api.evaluate(q, loaded, (x, y), progress=False, return_logits=True)
-            parity_o = api.evaluate(ort_q, loaded, (x, y), progress=False, fp_logits=parity_q["logits"])
-            plain = api.evaluate(OnnxRuntimeModel(path, optimize=False), loaded, (x, y), progress=False,
-                                 fp_logits=parity_q["logits"])
-            results.data.setdefault("parity", {})[f"{preset} W{w}A{act}"] = {
-                "pytorch_top1": parity_q["top1"], "onnx_top1": parity_o["top1"],
-                "agreement": parity_o["agreement_top1"], "kl": parity_o["kl_to_fp"],
-                "unoptimized_top1": plain["top1"], "unoptimized_agreement": plain["agreement_top1"],
-                "integer_ops": {k: v for k, v in ops.items() if k in INTEGER_OPS},
-                "float_matmuls_left": ops.get("MatMul", 0) + ops.get("Gemm", 0), "onnx_bytes": info["bytes"]}
             rows[f"PyTorch fake-quant ({preset} W{w}A{act})"] = q
-            rows[f"ONNX Runtime QDQ ({preset} W{w}A{act})"] = ort_q
-            if openvino:
-                ov_q = OpenVinoModel(path)
-                parity_v = api.evaluate(ov_q, loaded, (x, y), progress=False, fp_logits=parity_q["logits"])
-                results.data["parity"][f"{preset} W{w}A{act}"]["openvino"] = {
-                    "top1": parity_v["top1"], "agreement": parity_v["agreement_top1"], "kl": parity_v["kl_to_fp"]}
-                rows[f"OpenVINO QDQ ({preset} W{w}A{act})"] = ov_q
-            results.save()
+            for softmax in a.softmax.split(","):
+                name = f"{preset} W{w}A{act}" + (f", softmax {softmax}" if softmax != "emulate" else "")
+                path = tmp / f"{preset}-{w}{act}-{softmax}.onnx"
+                info = export_onnx(q, loaded, path, softmax=softmax)
+                ort_q = OnnxRuntimeModel(path, threads=threads)
+                ops = optimized_ops(path)
+                parity_o = api.evaluate(ort_q, loaded, (x, y), progress=False, fp_logits=parity_q["logits"])
+                plain = api.evaluate(OnnxRuntimeModel(path, optimize=False, threads=threads), loaded, (x, y),
+                                     progress=False, fp_logits=parity_q["logits"])
+                results.data.setdefault("parity", {})[name] = {
+                    "pytorch_top1": parity_q["top1"], "onnx_top1": parity_o["top1"],
+                    "agreement": parity_o["agreement_top1"], "kl": parity_o["kl_to_fp"],
+                    "unoptimized_top1": plain["top1"], "unoptimized_agreement": plain["agreement_top1"],
+                    "integer_ops": {k: v for k, v in ops.items() if k in INTEGER_OPS},
+                    "float_matmuls_left": ops.get("MatMul", 0) + ops.get("Gemm", 0), "onnx_bytes": info["bytes"]}
+                rows[f"ONNX Runtime QDQ ({name})"] = ort_q
+                if openvino:
+                    ov_q = OpenVinoModel(path, threads=threads)
+                    parity_v = api.evaluate(ov_q, loaded, (x, y), progress=False, fp_logits=parity_q["logits"])
+                    results.data["parity"][name]["openvino"] = {
+                        "top1": parity_v["top1"], "agreement": parity_v["agreement_top1"], "kl": parity_v["kl_to_fp"]}
+                    rows[f"OpenVINO QDQ ({name})"] = ov_q
+                results.save()
+                print(name, results.data["parity"][name], flush=True)
     for name, model in rows.items():
         for batch in (1, 64):
             results.data.setdefault("speed", {})[f"{name}|{batch}"] = images_per_s(model, x, batch)
             print(f"{name}, batch {batch}: {results.data['speed'][f'{name}|{batch}']:.0f} images/s", flush=True)
             results.save()
-    lines = [f"{MODELS[a.model]}, {machine()['device']}, {torch.get_num_threads()} threads", "",
+    lines = [f"{config}, {machine()['device']}, {torch.get_num_threads()} threads", "",
              "| model | batch 1 images/s | batch 64 images/s |", "| --- | --- | --- |"]
     for name in rows:
         lines.append(f"| {name} | {results.data['speed'][f'{name}|1']:.0f} | {results.data['speed'][f'{name}|64']:.0f} |")
@@ -106,7 +119,7 @@ def main() -> None:
         lines.append(f"| {k} | {v['pytorch_top1']:.2f} | {v['onnx_top1']:.2f} | {v['agreement']:.2f} | {v['kl']:.5f} | "
                      f"{v['unoptimized_top1']:.2f} / {v['unoptimized_agreement']:.2f} | {ints} | "
                      f"{v['float_matmuls_left']} | {ov_cell} |")
-    (RESULTS / f"runtime_speed_{a.model}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"runtime_speed_{a.model}{a.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -33,7 +33,7 @@ if _COMMAND and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
 import importlib  # noqa: E402
 from typing import Any  # noqa: E402
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _WHERE = {"DistillOptions": "api", "QuantConfig": "api", "SynthesisOptions": "api", "evaluate": "api",
           "load_model": "api", "load_quantized": "api", "quantize": "api", "save_quantized": "api",

@@ -9,6 +9,11 @@ agreement with FP and KL(FP ‖ quantized) are in every cell.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common, sources
+
 import argparse
 
 import torch

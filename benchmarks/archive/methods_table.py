@@ -9,6 +9,11 @@ top-1. Each method's images are synthesised once and reused for every bit width.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common, sources
+
 import argparse
 import json
 import platform
