@@ -178,6 +178,23 @@ def row(name: str, method: str, acm: int = 0, distill: int = 0, acm_variant: str
             "overrides": overrides}
 
 
+def augmented_views(images: torch.Tensor, n: int, seed: int = 0, scale: tuple[float, float] = (0.25, 1.0)
+                    ) -> torch.Tensor:
+    """`images` followed by random-resized crops (area `scale`) with random flips of them, n in all:
+    the synthesis augmentations as more calibration views of the same few images."""
+    from dfqvit.synthesis.schedules import apply_crop, crop_theta
+
+    gen = torch.Generator().manual_seed(seed)
+    extra = n - len(images)
+    if extra <= 0:
+        return images[:n]
+    src = images[torch.randint(len(images), (extra,), generator=gen)]
+    views = apply_crop(src, crop_theta(extra, scale, gen))
+    flip = torch.rand(extra, generator=gen) < 0.5
+    views[flip] = views[flip].flip(-1)
+    return torch.cat([images, views])
+
+
 def cell_key(name: str, w_bits: int, a_bits: int, preset: str, seed: int) -> str:
     """A cell's key in a Results file: row|WxAy|preset|seedN (summarize splits it back)."""
     return f"{name}|W{w_bits}A{a_bits}|{preset}|seed{seed}"
@@ -215,6 +232,8 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                         return
                     if images is None:
                         images, syn_s = calibration_images(loaded, method, opts, calib_folder, device)
+                        if r.get("views"):
+                            images = augmented_views(images, r["views"], seed)
                     extra = (preset_overrides or {}).get(preset, {})
                     cfg = quant_config(extra.get("base", preset), w_bits=w, a_bits=a,
                                        **{k: v for k, v in extra.items() if k not in ("base", "reconstruct_steps")})

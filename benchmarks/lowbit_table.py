@@ -30,6 +30,10 @@ VARIANTS = {
                                                  "act_compensation": "ridge"},
     "strong+recon": {"base": "strong+recon", **TWIN},
     "strong+recon + compensation": {"base": "strong+recon", "act_compensation": "ridge", **TWIN},
+    # AdaLog's searched-base log grid for the softmax output too
+    "strong + adalog + adalog softmax": {"base": "strong", "gelu_quantizer": "adalog", "softmax_quantizer": "adalog"},
+    "strong-synthetic + adalog + adalog softmax": {"base": "strong-synthetic", "gelu_quantizer": "adalog",
+                                                   "softmax_quantizer": "adalog"},
     # SARDFQ's protocol on top of today's presets: 100 steps of block reconstruction per block
     "strong + adalog + recon": {"base": "strong", "gelu_quantizer": "adalog", "reconstruct_steps": 100},
     "strong-synthetic + adalog + recon": {"base": "strong-synthetic", "gelu_quantizer": "adalog",
@@ -40,7 +44,10 @@ VARIANTS = {
 ROWS = [row("real", "real"), row("dfq-vit", "dfq-vit"), row("psaq", "psaq"), row("mimiq", "mimiq"),
         row("sardfq", "sardfq"),
         # MimiQ's protocol on DFQ-ViT's images: 200 steps of logit + head-wise attention distillation
-        {**row("dfq-vit + distillation", "dfq-vit", distill=200), "distill_terms": ("logits", "attention")}]
+        {**row("dfq-vit + distillation", "dfq-vit", distill=200), "distill_terms": ("logits", "attention")},
+        # the synthesis augmentations as calibration views: 32 images + 96 random-resized crops / flips of them
+        {**row("dfq-vit, 32 images as 128 crop/flip views", "dfq-vit"), "views": 128},
+        {**row("real, 32 images as 128 crop/flip views", "real"), "views": 128}]
 
 
 def main() -> None:

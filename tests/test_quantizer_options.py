@@ -287,3 +287,45 @@ def test_adaptive_log_post_gelu_saves_reloads_and_exports_with_the_same_logits(t
     assert (plain - ref).abs().mean() < 0.002 * ref.abs().mean()
     fused = OnnxRuntimeModel(tmp_path / "a.onnx")(x)  # ORT's int8 fusions round elsewhere (twin too: ~5 %)
     assert (fused.argmax(1) == ref.argmax(1)).float().mean() >= 0.98
+
+
+def test_adaptive_log_softmax_bounds_and_beats_both_fixed_bases_on_attention_rows():
+    """Softmax rows of 197 tokens at 4 bits: the searched base's squared error is at most that of
+    log2 and of log√2 (both are candidates), every value the grid covers is within half a step of
+    its base in the log domain, and the codes are 2^b."""
+    from dfqvit.quant.quantizers import AdaptiveLogQuantizer, LogQuantizer
+
+    gen = torch.Generator().manual_seed(0)
+    probs = (torch.randn(64, 3, 197, 197, generator=gen) * 1.5).softmax(-1)
+    ada = _calibrated(AdaptiveLogQuantizer(4), probs)
+    fixed = {b: _calibrated(LogQuantizer(4, b), probs) for b in ("2", "sqrt2")}
+    err = lambda q: (q(probs) - probs).pow(2).mean().item()  # noqa: E731
+    assert err(ada) <= min(err(q) for q in fixed.values()) + 1e-12
+    k = ada.steps_per_octave
+    assert k in AdaptiveLogQuantizer.STEPS
+    out = ada(probs)
+    scale = float(ada.scale)
+    inside = probs >= scale * 2 ** (-(2**4 - 2.5) / k)
+    ratio = (out[inside] / probs[inside]).log2().abs() * k
+    assert ratio.max() <= 0.5 + 1e-4
+    assert len(torch.unique(out)) <= 2**4
+
+
+def test_adaptive_log_softmax_saves_reloads_and_exports_with_the_same_logits(tiny, calib, digits_heldout, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from dfqvit.onnx_export import OnnxRuntimeModel, export_onnx
+    from dfqvit.quant.quantizers import AdaptiveLogQuantizer
+
+    cfg = quant_config("strong-synthetic", w_bits=4, a_bits=4, softmax_quantizer="adalog")
+    q, _ = quantize(tiny, calib, cfg, progress=False)
+    assert "adalog softmax" in cfg.parts()
+    chosen = {float(m.log_steps) for m in q.modules() if hasattr(m, "log_steps")}
+    assert chosen and chosen <= set(AdaptiveLogQuantizer.STEPS)
+    x = digits_heldout[0][:64]
+    with torch.no_grad():
+        q2, _, _ = load_quantized(save_quantized(q, tiny, tmp_path / "s.safetensors"))
+        assert torch.equal(q(x), q2(x))
+        export_onnx(q, tiny, tmp_path / "s.onnx")
+        ref = q(x)
+    plain = OnnxRuntimeModel(tmp_path / "s.onnx", optimize=False)(x)
+    assert (plain - ref).abs().mean() < 0.002 * ref.abs().mean()

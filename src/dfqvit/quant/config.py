@@ -24,7 +24,7 @@ class QuantConfig:
     weight_observer: str = "minmax"
     act_observer: str = "percentile"
     percentile: float = 99.99
-    softmax_quantizer: str = "log2"  # log2 | logsqrt2 | auto (log√2 at ≥ 4 bits, else log2) | uniform
+    softmax_quantizer: str = "log2"  # log2 | logsqrt2 | auto (log√2 at ≥ 4 bits, else log2) | adalog | uniform
     gelu_quantizer: str = "uniform"  # fc2 input: uniform | twin | adalog | auto (adalog at ≤ 4 bits, else twin)
     reparam: str = "none"  # per-channel ranges folded into the float parameters: none | postln (RepQ-ViT) | all
     reparam_skip_blocks: int = 0  # the first N blocks keep per-tensor post-LayerNorm inputs (see quant/reparam.py)

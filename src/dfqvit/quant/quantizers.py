@@ -167,6 +167,59 @@ class LogQuantizer(nn.Module):
         self.mode = "quant"
 
 
+class AdaptiveLogQuantizer(LogQuantizer):
+    """A log quantizer for the softmax output whose base is chosen per layer (AdaLog's idea):
+    x̂ = s·2^(-q/k), k steps per octave from STEPS by the squared error on the observed values.
+
+    With 2^b − 1 codes the grid reaches s·2^(-(2^b−2)/k): k = 2 (log√2) at 4 bits stops at 2^-7,
+    above a uniform attention row of 197 tokens (≈ 2^-7.6), which it rounds to zero; k = 1 (log2)
+    reaches 2^-14 at half the resolution. The search takes what each layer's probabilities need.
+    """
+
+    STEPS = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
+    SAMPLE = 1 << 14  # values kept per calibration batch for the search
+    BATCHES = 32
+
+    def __init__(self, bits: int) -> None:
+        super().__init__(bits, "2")
+        self.register_buffer("log_steps", torch.tensor([2.0]))
+        self._samples: list[torch.Tensor] = []
+        self._gen = torch.Generator().manual_seed(0)
+
+    @property
+    def steps_per_octave(self) -> float:  # LogQuantizer's codes() and forward() read it
+        return float(self.log_steps)
+
+    @steps_per_octave.setter
+    def steps_per_octave(self, _value) -> None:
+        pass  # set by the search (LogQuantizer.__init__ assigns its base's value)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, adaptive log (2^(1/{self.steps_per_octave:g})), mode={self.mode}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "observe" and len(self._samples) < self.BATCHES:
+            flat = x.detach().reshape(-1)
+            idx = torch.randint(flat.numel(), (min(self.SAMPLE, flat.numel()),), generator=self._gen)
+            self._samples.append(flat[idx.to(flat.device)].float().cpu())
+        return super().forward(x)
+
+    def error(self, values: torch.Tensor, steps: float) -> float:
+        top = 2**self.bits - 1
+        q = (values / self.scale.cpu()).clamp(min=1e-30).log2().mul(-steps).round().clamp(0, top)
+        deq = torch.where(q >= top, torch.zeros_like(q), torch.exp2(-q / steps) * self.scale.cpu())
+        return (deq - values).pow(2).mean().item()
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        super().freeze()
+        if self._samples:
+            values = torch.cat(self._samples)
+            best = min(self.STEPS, key=lambda k: self.error(values, k))
+            self.log_steps.fill_(best)
+        self._samples = []
+
+
 class TwinUniformQuantizer(nn.Module):
     """PTQ4ViT's twin uniform grid for post-GELU activations, b bits in all.
 
@@ -324,8 +377,13 @@ def make_adalog(bits: int, observer: str = "percentile", percentile: float = 99.
 
 
 # Registered activation quantizers for the points that are far from uniform.
+def make_log_adaptive(bits: int, **_) -> AdaptiveLogQuantizer:
+    return AdaptiveLogQuantizer(bits)
+
+
 SOFTMAX_QUANTIZERS: dict[str, Callable[..., nn.Module]] = {"log2": make_log2, "logsqrt2": make_logsqrt2,
-                                                           "auto": make_log_auto, "uniform": make_uniform}
+                                                           "auto": make_log_auto, "uniform": make_uniform,
+                                                           "adalog": make_log_adaptive}
 def make_gelu_auto(bits: int, observer: str = "percentile", percentile: float = 99.99) -> nn.Module:
     """Adaptive-log positives at ≤ 4 bits, where a uniform positive grid of 2^(b-1) codes zeroes GELU's many
     small values (ImageNet ViT-Tiny W4A4, DFQ-ViT images, 300 sample/ images: 38.7 % vs twin 20.0 %);
