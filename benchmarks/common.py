@@ -235,8 +235,10 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                         if r.get("views"):
                             images = augmented_views(images, r["views"], seed)
                     extra = (preset_overrides or {}).get(preset, {})
+                    # the tables' cells were measured on the calibration images alone; views only where named
                     cfg = quant_config(extra.get("base", preset), w_bits=w, a_bits=a,
-                                       **{k: v for k, v in extra.items() if k not in ("base", "reconstruct_steps")})
+                                       **{"calib_views": 1, **{k: v for k, v in extra.items()
+                                                               if k not in ("base", "reconstruct_steps")}})
                     steps = extra.get("reconstruct_steps", get_preset(extra.get("base", preset)).reconstruct_steps)
                     terms = tuple(r.get("distill_terms") or method.distill_terms)  # a row may pick its own
                     distill = DistillOptions(steps=r["distill"], terms=terms, seed=seed) if r["distill"] else None

@@ -30,6 +30,10 @@ VARIANTS = {
                                                  "act_compensation": "ridge"},
     "strong+recon": {"base": "strong+recon", **TWIN},
     "strong+recon + compensation": {"base": "strong+recon", "act_compensation": "ridge", **TWIN},
+    # the pre-views presets at ≤ 4 bits (calibration on the images alone) and with 4 views per image
+    "strong-synthetic + adalog, no views": {"base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 1},
+    "strong-synthetic + adalog + 4 views": {"base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 4},
+    "strong + adalog + 4 views": {"base": "strong", "gelu_quantizer": "adalog", "calib_views": 4},
     # AdaLog's searched-base log grid for the softmax output too
     "strong + adalog + adalog softmax": {"base": "strong", "gelu_quantizer": "adalog", "softmax_quantizer": "adalog"},
     "strong-synthetic + adalog + adalog softmax": {"base": "strong-synthetic", "gelu_quantizer": "adalog",

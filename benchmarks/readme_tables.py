@@ -148,6 +148,13 @@ LOWBIT_ROWS = [  # (label, quantizer variant, row of lowbit_imagenet.json)
     ("dfq-vit", "strong", "dfq-vit"),
     ("dfq-vit", "strong + compensation", "dfq-vit"),
     ("dfq-vit + 200 steps logit/attention distillation", "strong-synthetic + adalog", "dfq-vit + distillation"),
+    ("real", "strong + adalog + recon", "real"),
+    ("dfq-vit", "strong-synthetic + adalog + recon", "dfq-vit"),
+    ("real", "strong + adalog + adalog softmax", "real"),
+    ("dfq-vit", "strong-synthetic + adalog + adalog softmax", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic + adalog + 4 views", "dfq-vit"),
+    ("real, 32 images as 128 crop/flip views", "strong + adalog", "real, 32 images as 128 crop/flip views"),
+    ("dfq-vit, 32 images as 128 crop/flip views", "strong-synthetic + adalog", "dfq-vit, 32 images as 128 crop/flip views"),
 ]
 
 
@@ -212,7 +219,7 @@ HEADLINE = [
         "W8A8": ("imagenet_gpu", "dfq-vit 128 images", "strong-synthetic", ""),
         "W6A6": ("imagenet_gpu", "dfq-vit without ACM", "strong-synthetic", "†"),
         "W4A8": ("imagenet_gpu", "dfq-vit 128 images", "strong-synthetic", ""),
-        "W4A4": ("lowbit_imagenet", "dfq-vit", "strong-synthetic + adalog", "†")}),
+        "W4A4": ("lowbit_imagenet", "dfq-vit", "strong-synthetic + adalog + 4 views", "†")}),
     ("dfqvit, 32 real `calib/` images (preset auto → strong)", {
         "W8A8": ("quantizer_imagenet", "real", "strong", ""), "W6A6": ("quantizer_imagenet", "real", "strong", ""),
         "W4A8": ("quantizer_imagenet", "real", "strong", ""),
@@ -249,7 +256,51 @@ def headline_table() -> str:
     return "\n".join(lines)
 
 
-GENERATED = {"lowbit": lowbit_table, "onnx-size": onnx_size_table, "swap-w4a4": swap_table_w4a4,
+def runtime_table() -> str:
+    """ImageNet ViT-Tiny exports in ONNX Runtime and OpenVINO: parity with PyTorch, kernels, speed
+    (runtime_speed.py --model imagenet), beside ONNX Runtime's own quantize_static (peers/ort_static.py)."""
+    path = RESULTS / "runtime_speed_imagenet.json"
+    if not path.is_file():
+        return "(runtime_speed_imagenet.json not measured yet)"
+    d = json.loads(path.read_text())
+    lines = ["| export | PyTorch top-1 | ORT top-1 / agreement with PyTorch | ORT without its fusions: agreement | "
+             "OpenVINO top-1 / agreement | integer kernels in ORT | float MatMul/Gemm left | MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, v in d.get("parity", {}).items():
+        ints = ", ".join(f"{op} ×{n}" for op, n in v["integer_ops"].items()) or "none"
+        ov = v.get("openvino")
+        lines.append(f"| {name} | {v['pytorch_top1']:.1f} | {v['onnx_top1']:.1f} / {v['agreement']:.1f} | "
+                     f"{v['unoptimized_agreement']:.1f} | " + (f"{ov['top1']:.1f} / {ov['agreement']:.1f}" if ov else "–")
+                     + f" | {ints} | {v['float_matmuls_left']} | {v['onnx_bytes'] / 1e6:.2f} |")
+    speed = d.get("speed", {})
+    fp1, fp64 = speed.get("ONNX Runtime FP32|1"), speed.get("ONNX Runtime FP32|64")
+    lines += ["", f"Speed, {d['threads']} thread(s), {d['machine']['device']}:", "",
+              "| model | batch 1 ms/image | batch 64 images/s | × ORT FP32 at batch 1 | × ORT FP32 at batch 64 |",
+              "| --- | --- | --- | --- | --- |"]
+    for name in dict.fromkeys(k.rsplit("|", 1)[0] for k in speed):
+        b1, b64 = speed.get(f"{name}|1"), speed.get(f"{name}|64")
+        if b1 and b64 and fp1 and fp64:
+            lines.append(f"| {name} | {1000 / b1:.1f} | {b64:.1f} | {b1 / fp1:.2f} | {b64 / fp64:.2f} |")
+    peer = RESULTS / "peers_ort_static.json"
+    if peer.is_file():
+        p = json.loads(peer.read_text())
+        fp = p["cells"]["ORT FP32"]
+        lines += ["", f"ONNX Runtime's own `quantize_static` of the FP32 export ({p['peer']}; 32 real `calib/` images; "
+                  f"{p['threads']} thread(s); its own ORT FP32 run: {1000 / fp['batch1_images_per_s']:.1f} ms/image, "
+                  f"{fp['batch64_images_per_s']:.1f} images/s):", "",
+                  "| quantize_static | top-1 / agreement with FP / KL | batch 1 ms/image | batch 64 images/s | "
+                  "× its ORT FP32 at batch 1 / 64 | integer kernels | MB |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, c in p["cells"].items():
+            if name == "ORT FP32":
+                continue
+            ints = ", ".join(f"{op} ×{n}" for op, n in c["integer_ops"].items())
+            lines.append(f"| {name} | {c['top1']:.1f} / {c['agreement']:.1f} / {c['kl']:.3f} | "
+                         f"{1000 / c['batch1_images_per_s']:.1f} | {c['batch64_images_per_s']:.1f} | "
+                         f"{c['speedup_batch1']:.2f} / {c['speedup_batch64']:.2f} | {ints} | {c['bytes'] / 1e6:.2f} |")
+    return "\n".join(lines)
+
+
+GENERATED = {"lowbit": lowbit_table, "runtime": runtime_table, "onnx-size": onnx_size_table, "swap-w4a4": swap_table_w4a4,
              "headline": headline_table}
 ROOT = RESULTS.parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # where generated tables live

@@ -329,3 +329,32 @@ def test_adaptive_log_softmax_saves_reloads_and_exports_with_the_same_logits(tin
         ref = q(x)
     plain = OnnxRuntimeModel(tmp_path / "s.onnx", optimize=False)(x)
     assert (plain - ref).abs().mean() < 0.002 * ref.abs().mean()
+
+
+def test_calibration_views_are_the_images_then_seeded_crops_and_flips_within_their_range():
+    from dfqvit.data.views import calibration_views
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, 32, 32, generator=gen) * 2 - 1
+    v = calibration_views(x, 4, seed=3)
+    assert v.shape == (20, 3, 32, 32) and torch.equal(v[:5], x)
+    assert torch.equal(v, calibration_views(x, 4, seed=3)) and not torch.equal(v, calibration_views(x, 4, seed=4))
+    src = x.repeat(3, 1, 1, 1)  # view i comes from image i mod 5: bilinear resampling stays within its range
+    lo, hi = src.amin(dim=(1, 2, 3)), src.amax(dim=(1, 2, 3))
+    assert (v[5:].amin(dim=(1, 2, 3)) >= lo - 1e-5).all() and (v[5:].amax(dim=(1, 2, 3)) <= hi + 1e-5).all()
+    assert calibration_views(x, 1) is x
+
+
+def test_strong_synthetic_takes_four_views_at_low_activation_bits_only(tiny, calib):
+    assert quant_config("strong-synthetic", w_bits=4, a_bits=4).calib_views == 4
+    assert quant_config("strong-synthetic", w_bits=4, a_bits=8).calib_views == 1
+    assert quant_config("strong", w_bits=4, a_bits=4).calib_views == 1
+    assert quant_config("strong-synthetic", w_bits=4, a_bits=4, calib_views=2).calib_views == 2
+    cfg = quant_config("strong-synthetic", w_bits=8, a_bits=8, calib_views=3)
+    assert "3 crop/flip calibration views per image" in cfg.parts()
+    q, info = quantize(tiny, calib[:8], cfg, progress=False)
+    assert info["calibration_images"] == 8 and info["calibration_views"] == 24
+    from dfqvit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="calibration views per image must be an integer >= 1"):
+        quant_config("basic", calib_views=0)

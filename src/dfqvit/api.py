@@ -116,9 +116,19 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
     dev = resolve_device(device)
     images = images.to(dev)
     config = config or QuantConfig()
+    given = len(images)
+    if config.calib_views > 1:
+        if not isinstance(images, torch.Tensor):
+            raise ConfigError(f"{config.calib_views} calibration views per image need the images in memory; a "
+                              f"streamed shard set is large enough without them (calib_views 1)")
+        from .data.views import calibration_views
+
+        images = calibration_views(images, config.calib_views, seed=0)
     t0 = time.perf_counter()
     qmodel = QuantizedViT(loaded.model, config).to(dev)
-    info: dict[str, Any] = {"quant_config": config.to_dict(), "calibration_images": len(images)}
+    info: dict[str, Any] = {"quant_config": config.to_dict(), "calibration_images": given}
+    if config.calib_views > 1:
+        info["calibration_views"] = len(images)
     if not isinstance(images, torch.Tensor):
         info["calibration_streamed_from"] = str(images.directory)  # a shard set, read shard by shard
     if config.reparam != "none":

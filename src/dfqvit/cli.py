@@ -100,6 +100,9 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
                    help="round to nearest, or GPTQ error compensation")
     g.add_argument("--act-compensation", default=None, choices=list(ACT_COMPENSATIONS),
                    help="ridge: re-fit each Linear's weights to its rounded inputs before rounding them (ERQ)")
+    g.add_argument("--calib-views", type=int, default=None,
+                   help="calibration views per image: k > 1 adds k − 1 random-resized crops/flips of each image "
+                        "(default: the preset's; strong-synthetic takes 4 at ≤ 4-bit activations)")
     g.add_argument("--reconstruct-steps", type=int, default=None, help="block reconstruction steps per block (0 = off)")
     g.add_argument("--acm-every", type=int, default=None, help="ACM every γ blocks (0 = off); default: the method's (off for `run` without --method)")
     g.add_argument("--acm-variant", default=None, choices=list(ACM_VARIANTS), help="default: the method's")
@@ -151,7 +154,8 @@ def _quant_config(a: argparse.Namespace):
                         reparam_skip_blocks=a.reparam_skip_blocks,
                         act_search=a.act_search,
                         softmax_quantizer=a.softmax_quantizer, gelu_quantizer=a.gelu_quantizer,
-                        weight_rounding=a.weight_rounding, act_compensation=a.act_compensation)
+                        weight_rounding=a.weight_rounding, act_compensation=a.act_compensation,
+                        calib_views=a.calib_views)
 
 
 def _reconstruct_steps(a: argparse.Namespace) -> int:
@@ -492,8 +496,8 @@ def cmd_models(a: argparse.Namespace) -> int:
     from .models.hf import ARCHITECTURES
 
     for arch in ARCHITECTURES:
-        print(f"{'transformers ' + arch:30s} --model-dir DIR (a local folder; tested on random-init configs and "
-              f"the ImageNet ViT-Tiny converted)")
+        tested = "random-init configs" + (" and the ImageNet ViT-Tiny converted" if arch.startswith("ViT") else "")
+        print(f"{'transformers ' + arch:30s} --model-dir DIR (a local folder; tested on {tested})")
     return 0
 
 

@@ -10,8 +10,9 @@ without reparameterizing the first block, the two parts that trust statistics sy
 images get wrong: GPTQ fits the rounding to the calibration images' input covariance, and the
 first block's post-LayerNorm channel scales follow low-level image statistics (measured on the
 ImageNet ViT-Tiny at W4A8 with DFQ-ViT images: GPTQ −0.8 points where real images gain 2.5;
-block 0's scales −4.3 points; see the README). `auto`, the default, picks `strong` for real calibration
-images and `strong-synthetic` for everything else.
+block 0's scales −4.3 points; see docs/results.md); at ≤ 4-bit activations it also calibrates on 4
+crop/flip views of each image (W4A4, 32 DFQ-ViT images: 35.7 → 39.0 %). `auto`, the default, picks
+`strong` for real calibration images and `strong-synthetic` for everything else.
 The README's quantizer table measures each part and the presets.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Preset:
     quant: dict[str, Any] = field(default_factory=dict)  # QuantConfig fields
     reconstruct_steps: int = 0  # per block; 0 = no block reconstruction
     description: str = ""
+    low_bit_views: int = 1  # calibration views per image at ≤ 4-bit activations (data/views.py), unless set
 
 
 STRONG = {"reparam": "postln", "softmax_quantizer": "auto", "gelu_quantizer": "auto", "act_search": "output",
@@ -41,8 +43,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("strong+recon", STRONG, 100,
            "strong + 100 steps of block reconstruction per block"),
     Preset("strong-synthetic", {**STRONG, "weight_rounding": "nearest", "reparam_skip_blocks": 1}, 0,
-           "strong without GPTQ (MSE-searched weights rounded to nearest) and without reparameterizing block 0: "
-           "for synthetic calibration images"),
+           "strong without GPTQ (MSE-searched weights rounded to nearest) and without reparameterizing block 0, "
+           "and at ≤ 4-bit activations 4 crop/flip calibration views per image: for synthetic calibration images",
+           low_bit_views=4),
 )}
 AUTO = "auto"  # strong with real images, strong-synthetic otherwise
 DEFAULT_PRESET = AUTO
@@ -65,5 +68,8 @@ def get_preset(name: str) -> Preset:
 
 def quant_config(preset: str, **overrides: Any) -> QuantConfig:
     """The preset's QuantConfig with explicit overrides (None means: the preset's value)."""
-    fields = {**get_preset(preset).quant, **{k: v for k, v in overrides.items() if v is not None}}
+    p = get_preset(preset)
+    fields = {**p.quant, **{k: v for k, v in overrides.items() if v is not None}}
+    if "calib_views" not in fields and fields.get("a_bits", QuantConfig.a_bits) <= 4:
+        fields["calib_views"] = p.low_bit_views
     return QuantConfig(**fields)

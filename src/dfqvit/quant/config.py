@@ -31,6 +31,7 @@ class QuantConfig:
     act_search: str = "none"  # none | output: Linear-input ranges chosen by the layer's output error
     weight_rounding: str = "nearest"  # nearest | gptq (second-order error compensation on the calibration images)
     act_compensation: str = "none"  # none | ridge: weights re-fitted to the rounded inputs before rounding (ERQ)
+    calib_views: int = 1  # calibration views per image: 1 = the images; k > 1 adds k − 1 crops/flips of each
 
     def __post_init__(self) -> None:
         check_bits(self.w_bits, "weight bits")
@@ -50,6 +51,8 @@ class QuantConfig:
                                      (self.act_compensation, ACT_COMPENSATIONS, "activation-error compensation")):
             if value not in choices:
                 raise ConfigError(f"unknown {what} '{value}' (choose from {', '.join(choices)})")
+        if not isinstance(self.calib_views, int) or self.calib_views < 1:
+            raise ConfigError(f"calibration views per image must be an integer >= 1, got {self.calib_views}")
         if self.reparam_skip_blocks < 0:
             raise ConfigError(f"reparam-skip-blocks must be >= 0, got {self.reparam_skip_blocks}")
         if not 50.0 < self.percentile <= 100.0:
@@ -71,6 +74,8 @@ class QuantConfig:
             out.append(f"{self.act_compensation}-compensated weights (activation error)")
         if self.weight_rounding != "nearest":
             out.append(f"{self.weight_rounding} weights")
+        if self.calib_views > 1:
+            out.append(f"{self.calib_views} crop/flip calibration views per image")
         return out
 
     @property
