@@ -300,7 +300,46 @@ def runtime_table() -> str:
     return "\n".join(lines)
 
 
-GENERATED = {"lowbit": lowbit_table, "runtime": runtime_table, "onnx-size": onnx_size_table, "swap-w4a4": swap_table_w4a4,
+QUANTIZER_ROWS = [(src, preset, src) for src in ("noise", "real", "dfq-vit") for preset in (
+    "basic", "+reparam (RepQ post-LN)", "+log√2 softmax", "+twin post-GELU", "+MSE weights", "+GPTQ (MSE) weights",
+    "+output-error ranges", "strong", "strong − GPTQ", "strong − output search", "strong − GPTQ − search",
+    "strong-synthetic", "strong + reconstruction")]
+CIFAR_COLS = ["W8A8", "W6A6", "W4A8", "W4A4", "W4A3", "W3A3"]
+
+
+def cifar_table(m: str) -> str:
+    """Every row × preset of results/cifar10_<m>.json, mean ± std over seeds."""
+    cells = json.loads((RESULTS / f"cifar10_{m}.json").read_text())["cells"]
+    names = sorted({k.split("|")[0] for k in cells})
+    presets = sorted({k.split("|")[2] for k in cells})
+    return table(f"cifar10_{m}", [(n, p, n) for n in names for p in presets], CIFAR_COLS, std=True)
+
+
+def imagenet_methods_table() -> str:
+    """The table lines of imagenet_gpu.py --report-only (every method at the papers' setting)."""
+    import sys
+
+    here = str(RESULTS.parent)
+    if here not in sys.path:  # imported from the tests: benchmarks/ is not on the path
+        sys.path.insert(0, here)
+    from common import markdown
+    from imagenet_gpu import NAMES
+
+    md = markdown(Results(RESULTS / "imagenet_gpu.json", {}), NAMES, ["W8A8", "W6A6", "W4A8", "W4A4"], "")
+    return "\n".join(line for line in md.splitlines() if line.startswith("|"))
+
+
+def table_lines(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if line.startswith("|"))
+
+
+GENERATED = {"lowbit": lowbit_table, "runtime": runtime_table,
+             "imagenet-methods": imagenet_methods_table,
+             "imagenet-quantizer": lambda: table_lines(table("quantizer_imagenet", QUANTIZER_ROWS,
+                                                             ["W8A8", "W6A6", "W4A8", "W4A4"])),
+             "data-gap-cpu": lambda: gap_table(["W8A8", "W4A8"]), "swap": swap_table,
+             "cifar-deit-gpu": lambda: table_lines(cifar_table("deit-gpu")),
+             "cifar-swin-gpu": lambda: table_lines(cifar_table("swin-gpu")), "onnx-size": onnx_size_table, "swap-w4a4": swap_table_w4a4,
              "headline": headline_table}
 ROOT = RESULTS.parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # where generated tables live

@@ -34,7 +34,7 @@ def test_per_channel_beats_per_tensor_on_a_skewed_weight():
 
 
 def test_log2_quantizer_keeps_softmax_rows_within_half_an_octave():
-    row = torch.softmax(torch.randn(4, 197) * 3, dim=-1)
+    row = torch.softmax(torch.randn(4, 197, generator=torch.Generator().manual_seed(0)) * 3, dim=-1)
     q = _calibrated(LogQuantizer(4, "2"), row)
     out = q(row)
     smallest = q.scale * 2.0 ** -(2**4 - 2)
