@@ -153,6 +153,7 @@ LOWBIT_ROWS = [  # (label, quantizer variant, row of lowbit_imagenet.json)
     ("real", "strong + adalog + adalog softmax", "real"),
     ("dfq-vit", "strong-synthetic + adalog + adalog softmax", "dfq-vit"),
     ("dfq-vit", "strong-synthetic + adalog + 4 views", "dfq-vit"),
+    ("real", "strong + adalog + 4 views", "real"),
     ("real, 32 images as 128 crop/flip views", "strong + adalog", "real, 32 images as 128 crop/flip views"),
     ("dfq-vit, 32 images as 128 crop/flip views", "strong-synthetic + adalog", "dfq-vit, 32 images as 128 crop/flip views"),
 ]
