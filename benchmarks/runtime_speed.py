@@ -18,6 +18,7 @@ import torch
 
 from common import RESULTS, Results, eval_set, load, machine, shared
 from dfqvit import api
+from dfqvit.deploy import is_integer_kernel
 from dfqvit.onnx_export import OnnxRuntimeModel, export_float_onnx, export_onnx, optimized_ops
 from dfqvit.presets import quant_config
 
@@ -25,8 +26,6 @@ from dfqvit.presets import quant_config
 MODELS = {"cifar-deit": ("cifar10/models/deit_tiny_cifar10.json", "cifar10/val", "cifar10/calib", 100),
           "cifar-swin": ("cifar10/models/swin_micro_cifar10.json", "cifar10/val", "cifar10/calib", 100),
           "imagenet": ("imagenet/vit_tiny_patch16_224.json", "imagenet/sample", "imagenet/calib", None)}
-INTEGER_OPS = ("MatMulIntegerToFloat", "QLinearMatMul", "MatMulInteger", "QLinearConv", "ConvInteger",
-               "MatMulNBits", "DynamicQuantizeMatMul", "QGemm")
 
 
 def images_per_s(model, x: torch.Tensor, batch: int, seconds: float = 4.0) -> float:
@@ -89,7 +88,7 @@ def main() -> None:
                     "pytorch_top1": parity_q["top1"], "onnx_top1": parity_o["top1"],
                     "agreement": parity_o["agreement_top1"], "kl": parity_o["kl_to_fp"],
                     "unoptimized_top1": plain["top1"], "unoptimized_agreement": plain["agreement_top1"],
-                    "integer_ops": {k: v for k, v in ops.items() if k in INTEGER_OPS},
+                    "integer_ops": {k: v for k, v in ops.items() if is_integer_kernel(k)},
                     "float_matmuls_left": ops.get("MatMul", 0) + ops.get("Gemm", 0), "onnx_bytes": info["bytes"]}
                 rows[f"ONNX Runtime QDQ ({name})"] = ort_q
                 if openvino:

@@ -270,22 +270,29 @@ def test_adaptive_log_post_gelu_keeps_each_positive_value_within_half_a_step_of_
     assert (xq - x).pow(2).mean() < (twin(x) - x).pow(2).mean()  # GELU's many small values: the point
 
 
+def _reloaded_and_exported(q, loaded, x, stem):
+    """Save and reload `q` (asserting identical logits on `x`), export it to ONNX; return (logits, path)."""
+    from dfqvit.onnx_export import export_onnx
+
+    with torch.no_grad():
+        q2, _, _ = load_quantized(save_quantized(q, loaded, stem.with_suffix(".safetensors")))
+        assert torch.equal(q(x), q2(x))
+        export_onnx(q, loaded, stem.with_suffix(".onnx"))
+        return q(x), stem.with_suffix(".onnx")
+
+
 def test_adaptive_log_post_gelu_saves_reloads_and_exports_with_the_same_logits(tiny, calib, digits_heldout, tmp_path):
     pytest.importorskip("onnxruntime")
-    from dfqvit.onnx_export import OnnxRuntimeModel, export_onnx
+    from dfqvit.onnx_export import OnnxRuntimeModel
 
     cfg = quant_config("strong-synthetic", w_bits=4, a_bits=4, gelu_quantizer="adalog")
     q, _ = quantize(tiny, calib, cfg, progress=False)
     assert "adalog post-GELU" in cfg.parts()
     x = digits_heldout[0][:64]
-    with torch.no_grad():
-        q2, _, _ = load_quantized(save_quantized(q, tiny, tmp_path / "a.safetensors"))
-        assert torch.equal(q(x), q2(x))
-        export_onnx(q, tiny, tmp_path / "a.onnx")
-        ref = q(x)
-    plain = OnnxRuntimeModel(tmp_path / "a.onnx", optimize=False)(x)  # the graph's own arithmetic
+    ref, path = _reloaded_and_exported(q, tiny, x, tmp_path / "a")
+    plain = OnnxRuntimeModel(path, optimize=False)(x)  # the graph's own arithmetic
     assert (plain - ref).abs().mean() < 0.002 * ref.abs().mean()
-    fused = OnnxRuntimeModel(tmp_path / "a.onnx")(x)  # ORT's int8 fusions round elsewhere (twin too: ~5 %)
+    fused = OnnxRuntimeModel(path)(x)  # ORT's int8 fusions round elsewhere (twin too: ~5 %)
     assert (fused.argmax(1) == ref.argmax(1)).float().mean() >= 0.98
 
 
@@ -313,7 +320,7 @@ def test_adaptive_log_softmax_bounds_and_beats_both_fixed_bases_on_attention_row
 
 def test_adaptive_log_softmax_saves_reloads_and_exports_with_the_same_logits(tiny, calib, digits_heldout, tmp_path):
     pytest.importorskip("onnxruntime")
-    from dfqvit.onnx_export import OnnxRuntimeModel, export_onnx
+    from dfqvit.onnx_export import OnnxRuntimeModel
     from dfqvit.quant.quantizers import AdaptiveLogQuantizer
 
     cfg = quant_config("strong-synthetic", w_bits=4, a_bits=4, softmax_quantizer="adalog")
@@ -322,12 +329,8 @@ def test_adaptive_log_softmax_saves_reloads_and_exports_with_the_same_logits(tin
     chosen = {float(m.log_steps) for m in q.modules() if hasattr(m, "log_steps")}
     assert chosen and chosen <= set(AdaptiveLogQuantizer.STEPS)
     x = digits_heldout[0][:64]
-    with torch.no_grad():
-        q2, _, _ = load_quantized(save_quantized(q, tiny, tmp_path / "s.safetensors"))
-        assert torch.equal(q(x), q2(x))
-        export_onnx(q, tiny, tmp_path / "s.onnx")
-        ref = q(x)
-    plain = OnnxRuntimeModel(tmp_path / "s.onnx", optimize=False)(x)
+    ref, path = _reloaded_and_exported(q, tiny, x, tmp_path / "s")
+    plain = OnnxRuntimeModel(path, optimize=False)(x)
     assert (plain - ref).abs().mean() < 0.002 * ref.abs().mean()
 
 

@@ -75,6 +75,7 @@ def main() -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from dfqvit import api
+    from dfqvit.deploy import is_integer_kernel
     from dfqvit.onnx_export import export_float_onnx, optimized_ops
 
     loaded = load("imagenet/vit_tiny_patch16_224.json")
@@ -129,8 +130,7 @@ def main() -> None:
                 "quantize_s": seconds, "bytes": out.stat().st_size, "batch1_images_per_s": b1,
                 "batch64_images_per_s": b64, "speedup_batch1": b1 / fp_speed["batch1_images_per_s"],
                 "speedup_batch64": b64 / fp_speed["batch64_images_per_s"],
-                "integer_ops": {k: v for k, v in ops.items() if "Integer" in k or k.startswith("QLinear")
-                                or k in ("MatMulIntegerToFloat", "QGemm", "DynamicQuantizeMatMul")}}
+                "integer_ops": {k: v for k, v in ops.items() if is_integer_kernel(k)}}
         results.put(name, cell)
         print(name, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in cell.items()}, flush=True)
 

@@ -17,11 +17,14 @@ from typing import Any
 import numpy as np
 import torch.nn as nn
 
-# ORT CPU operators that compute in integer (com.microsoft and ai.onnx)
-INTEGER_KERNELS = ("QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm",
-                   "QLinearConv", "ConvInteger", "MatMulNBits", "QLinearSoftmax", "QLinearAdd", "QLinearMul",
-                   "QLinearGlobalAveragePool", "QAttention")
+# ORT CPU operators that compute in integer (com.microsoft and ai.onnx) besides the QLinear* family
+# and the *Integer* ones (MatMulInteger, ConvInteger, MatMulIntegerToFloat)
+INTEGER_KERNELS = ("QGemm", "DynamicQuantizeMatMul", "MatMulNBits", "QAttention")
 FLOAT_KERNELS = ("MatMul", "Gemm", "Conv", "FusedMatMul", "FusedGemm", "FusedConv")
+
+
+def is_integer_kernel(op: str) -> bool:
+    return op.startswith("QLinear") or "Integer" in op or op in INTEGER_KERNELS
 
 
 def runtime_kernels(path: str | Path) -> dict[str, dict[str, int]]:
@@ -29,7 +32,7 @@ def runtime_kernels(path: str | Path) -> dict[str, dict[str, int]]:
     from .onnx_export import optimized_ops
 
     ops = optimized_ops(path)
-    return {"integer": {k: v for k, v in ops.items() if k in INTEGER_KERNELS},
+    return {"integer": {k: v for k, v in ops.items() if is_integer_kernel(k)},
             "float": {k: v for k, v in ops.items() if k in FLOAT_KERNELS}}
 
 

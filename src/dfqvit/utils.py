@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,3 +54,13 @@ def resolve_device(device: str | None) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def read_json(path: str | Path, what: str = "") -> Any:
+    """A JSON file's value; a file that is not JSON (or not text) is one ConfigError line."""
+    from .errors import ConfigError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what + ' ' if what else ''}{path} is not valid JSON: {exc}") from None

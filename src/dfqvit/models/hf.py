@@ -22,6 +22,8 @@ import torch.nn as nn
 
 from ..errors import CheckpointError, ConfigError
 from . import hf_swin, hf_vit
+from ..utils import read_json
+from .hf_mapping import num_labels
 
 # architecture (config.json "architectures") → (model_type, adapter); the tested ones
 ARCHITECTURES = {
@@ -42,10 +44,7 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
         raise ConfigError(f"--model-dir {folder} has no config.json: not a transformers model folder")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    config = read_json(path)
     architecture = architecture_of(config)
     model_type, _ = ARCHITECTURES[architecture]
     if config.get("model_type") != model_type:
@@ -125,10 +124,7 @@ def data_config_from_processor(folder: Path, image_size: tuple[int, int], channe
     if not path.is_file():
         raise ConfigError(f"{folder} has no preprocessor_config.json, so its resize, crop and mean/std are unknown: "
                           f"save the model's image processor beside it (processor.save_pretrained(DIR))")
-    try:
-        p = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    p = read_json(path)
     if p.get("do_rescale", True) and not math.isclose(float(p.get("rescale_factor", 1 / 255)), 1 / 255, rel_tol=1e-6):
         raise ConfigError(f"{path}: rescale_factor {p.get('rescale_factor')} is not 1/255; not supported")
     if not p.get("do_rescale", True):
@@ -213,7 +209,7 @@ def load_hf_folder(folder: str | Path, data_config: dict[str, Any] | None = None
     cfg = data_config or data_config_from_processor(folder, _image_size(config), channels)
     if verify:
         check_against_transformers(folder, net, _image_size(config), channels)
-    return net, config, cfg, class_names_of(config, hf_vit.num_labels(config))
+    return net, config, cfg, class_names_of(config, num_labels(config))
 
 
 def check_against_transformers(folder: Path, net: nn.Module, size: tuple[int, int], channels: int) -> float:

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from .hf_vit import num_labels
+from .hf_mapping import map_checkpoint, num_labels
 
 _BLOCK = r"swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\."
 RENAMES = [
@@ -28,11 +28,14 @@ RENAMES = [
     (_BLOCK + r"attention\.output\.dense\.(weight|bias)", r"layers.\1.blocks.\2.attn.proj.\3"),
     (_BLOCK + r"intermediate\.dense\.(weight|bias)", r"layers.\1.blocks.\2.mlp.fc1.\3"),
     (_BLOCK + r"output\.dense\.(weight|bias)", r"layers.\1.blocks.\2.mlp.fc2.\3"),
+    # patch merging ends stage i in transformers and starts stage i+1 in timm
+    (r"swin\.encoder\.layers\.(\d+)\.downsample\.(reduction|norm)\.(weight|bias)",
+     lambda m: f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}.{m.group(3)}"),
     (r"swin\.layernorm\.(weight|bias)", r"norm.\1"),
     (r"classifier\.(weight|bias)", r"head.fc.\1"),
 ]
-QKV = re.compile(_BLOCK + r"attention\.self\.(query|key|value)\.(weight|bias)")
-DOWNSAMPLE = re.compile(r"swin\.encoder\.layers\.(\d+)\.downsample\.(reduction|norm)\.(weight|bias)")
+QKV = re.compile(_BLOCK + r"attention\.self\.(?P<part>query|key|value)\.(weight|bias)")
+QKV_TARGET = r"layers.\1.blocks.\2.attn.qkv.\4"
 # buffers timm recomputes (the same index: tested), and the pooler's nothing
 UNUSED = re.compile(_BLOCK + r"attention\.self\.relative_position_index|swin\.pooler\.")
 
@@ -58,29 +61,5 @@ def build(config: dict[str, Any]) -> nn.Module:
 
 
 def to_timm(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
-    left = []
-    for key, value in state.items():
-        m = QKV.fullmatch(key)
-        if m:
-            qkv.setdefault((m.group(1), m.group(2), m.group(4)), {})[m.group(3)] = value
-            continue
-        m = DOWNSAMPLE.fullmatch(key)
-        if m:  # end of stage i in transformers = start of stage i+1 in timm
-            out[f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}.{m.group(3)}"] = value
-            continue
-        if UNUSED.match(key):
-            continue
-        for pattern, target in RENAMES:
-            if re.fullmatch(pattern, key):
-                out[re.sub(pattern, target, key)] = value
-                break
-        else:
-            left.append(key)
-    for (stage, block, kind), parts in qkv.items():
-        if set(parts) != {"query", "key", "value"}:
-            left.append(f"stage {stage} block {block} {kind}: only {sorted(parts)} of query/key/value")
-            continue
-        out[f"layers.{stage}.blocks.{block}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
-    return out, left
+    """(timm state dict, checkpoint keys that map to nothing)."""
+    return map_checkpoint(state, RENAMES, QKV, QKV_TARGET, UNUSED)

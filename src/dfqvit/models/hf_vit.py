@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from .hf_mapping import map_checkpoint, num_labels
 
 # checkpoint key (transformers' on-disk names, the same in transformers 4 and 5) → timm key
 _LAYER = r"(?:vit|deit)\.encoder\.layer\.(\d+)\."
@@ -34,7 +35,8 @@ RENAMES = [
     (r"(?:vit|deit)\.layernorm\.(weight|bias)", r"norm.\1"),
     (r"classifier\.(weight|bias)", r"head.\1"),
 ]
-QKV = re.compile(_LAYER + r"attention\.attention\.(query|key|value)\.(weight|bias)")
+QKV = re.compile(_LAYER + r"attention\.attention\.(?P<part>query|key|value)\.(weight|bias)")
+QKV_TARGET = r"blocks.\1.attn.qkv.\3"
 UNUSED = re.compile(r"(?:vit|deit)\.pooler\.")  # ViTModel's pooler: not on the classification path
 
 
@@ -50,11 +52,6 @@ def timm_kwargs(config: dict[str, Any]) -> dict[str, Any]:
             "class_token": True, "global_pool": "token", "reg_tokens": 1 if config["model_type"] == "deit" else 0}
 
 
-def num_labels(config: dict[str, Any]) -> int:
-    labels = config.get("id2label")
-    return len(labels) if isinstance(labels, dict) and labels else int(config.get("num_labels", 2))
-
-
 def build(config: dict[str, Any]) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
@@ -66,28 +63,17 @@ def build(config: dict[str, Any]) -> nn.Module:
 
 def to_timm(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """(timm state dict, checkpoint keys that map to nothing)."""
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    left = []
-    for key, value in state.items():
-        m = QKV.fullmatch(key)
-        if m:
-            qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
-            continue
-        if UNUSED.match(key):
-            continue
-        for pattern, target in RENAMES:
-            if re.fullmatch(pattern, key):
-                out[re.sub(pattern, target, key)] = value
-                break
-        else:
-            left.append(key)
-    for (layer, kind), parts in qkv.items():
-        if set(parts) != {"query", "key", "value"}:
-            left.append(f"layer {layer} {kind}: only {sorted(parts)} of query/key/value")
-            continue
-        out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
-    return out, left
+    return map_checkpoint(state, RENAMES, QKV, QKV_TARGET, UNUSED)
+
+
+# timm key → transformers key below the model prefix (vit. / deit.), for from_timm
+FROM_TIMM = {r"patch_embed\.proj\.(\w+)": r"embeddings.patch_embeddings.projection.\1",
+             r"blocks\.(\d+)\.norm1\.(\w+)": r"encoder.layer.\1.layernorm_before.\2",
+             r"blocks\.(\d+)\.norm2\.(\w+)": r"encoder.layer.\1.layernorm_after.\2",
+             r"blocks\.(\d+)\.attn\.proj\.(\w+)": r"encoder.layer.\1.attention.output.dense.\2",
+             r"blocks\.(\d+)\.mlp\.fc1\.(\w+)": r"encoder.layer.\1.intermediate.dense.\2",
+             r"blocks\.(\d+)\.mlp\.fc2\.(\w+)": r"encoder.layer.\1.output.dense.\2",
+             r"norm\.(\w+)": r"layernorm.\1"}
 
 
 def from_timm(state: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
@@ -105,17 +91,10 @@ def from_timm(state: dict[str, torch.Tensor], model_type: str) -> dict[str, torc
             for name, part in zip(("query", "key", "value"), value.chunk(3)):
                 out[f"{p}.encoder.layer.{m.group(1)}.attention.attention.{name}.{m.group(2)}"] = part.contiguous()
             continue
-        rules = {r"patch_embed\.proj\.(\w+)": r"embeddings.patch_embeddings.projection.\1",
-                 r"blocks\.(\d+)\.norm1\.(\w+)": r"encoder.layer.\1.layernorm_before.\2",
-                 r"blocks\.(\d+)\.norm2\.(\w+)": r"encoder.layer.\1.layernorm_after.\2",
-                 r"blocks\.(\d+)\.attn\.proj\.(\w+)": r"encoder.layer.\1.attention.output.dense.\2",
-                 r"blocks\.(\d+)\.mlp\.fc1\.(\w+)": r"encoder.layer.\1.intermediate.dense.\2",
-                 r"blocks\.(\d+)\.mlp\.fc2\.(\w+)": r"encoder.layer.\1.output.dense.\2",
-                 r"norm\.(\w+)": r"layernorm.\1"}
         if re.fullmatch(r"head\.(weight|bias)", key):
             out["classifier." + key.split(".")[1]] = value
             continue
-        for pattern, target in rules.items():
+        for pattern, target in FROM_TIMM.items():
             if re.fullmatch(pattern, key):
                 out[f"{p}." + re.sub(pattern, target, key)] = value
                 break

@@ -3,7 +3,6 @@ fill it from a local weights file; never from a hub."""
 from __future__ import annotations
 
 import ast
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError, ConfigError, UnknownModelError
+from ..utils import read_json
 from .tiny import TINY_DATA_CONFIG, TINY_MODEL_NAME, load_tiny_default
 
 # Names exercised end to end by the tests or benchmarks, with the overrides known to work.
@@ -240,10 +240,7 @@ def load_model_config(path: str | Path) -> LoadedModel:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"model config not found: {path}")
-    try:
-        spec = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"model config {path} is not valid JSON: {exc}") from None
+    spec = read_json(path, "model config")
     missing = [k for k in ("timm_model", "weights") if k not in spec]
     if missing:
         raise ConfigError(f"model config {path} lacks the field(s) {', '.join(missing)}")
