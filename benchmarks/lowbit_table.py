@@ -34,6 +34,11 @@ VARIANTS = {
     "strong-synthetic + adalog, no views": {"base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 1},
     "strong-synthetic + adalog + 4 views": {"base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 4},
     "strong + adalog + 4 views": {"base": "strong", "gelu_quantizer": "adalog", "calib_views": 4},
+    # does the output-error search still hurt synthetic calibration once it sees 4 views per image?
+    "strong-synthetic + adalog + 4 views, no search": {"base": "strong-synthetic", "gelu_quantizer": "adalog",
+                                                       "calib_views": 4, "act_search": "none"},
+    "strong-synthetic + adalog + 4 views + adalog softmax": {"base": "strong-synthetic", "gelu_quantizer": "adalog",
+                                                             "calib_views": 4, "softmax_quantizer": "adalog"},
     # AdaLog's searched-base log grid for the softmax output too
     "strong + adalog + adalog softmax": {"base": "strong", "gelu_quantizer": "adalog", "softmax_quantizer": "adalog"},
     "strong-synthetic + adalog + adalog softmax": {"base": "strong-synthetic", "gelu_quantizer": "adalog",

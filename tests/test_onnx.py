@@ -7,7 +7,7 @@ import torch
 
 from dfqvit.api import quantize, real_images, save_quantized
 from dfqvit.models.loading import LoadedModel
-from dfqvit.onnx_export import OnnxRuntimeModel, count_quantized_points, export_onnx
+from dfqvit.onnx_export import OnnxRuntimeModel, count_quantized_points, export_onnx, optimized_ops
 from dfqvit.quant.config import QuantConfig
 
 onnx = pytest.importorskip("onnx")
@@ -107,6 +107,11 @@ def test_weights_of_four_bits_or_fewer_are_stored_as_uint4(tiny, digits_heldout,
     assert abs(stored - packed) <= 0.10 * packed
     wide = export_onnx(q, tiny, tmp_path / "u8.onnx", int4=False)
     assert wide["opset"] == 17 and wide["int4_weights"] == 0 and info["bytes"] < 0.85 * wide["bytes"]
+    # the runtime folds the Cast and runs the 4-bit weights in the same integer kernels as one-byte codes
+    kernels = {p: {op: n for op, n in optimized_ops(p).items() if "MatMul" in op or "Gemm" in op}
+               for p in (tmp_path / "w.onnx", tmp_path / "u8.onnx")}
+    assert kernels[tmp_path / "w.onnx"] == kernels[tmp_path / "u8.onnx"]
+    assert kernels[tmp_path / "w.onnx"].get("MatMulIntegerToFloat", 0) >= len(low)
     x = digits_heldout[0][:200]
     with torch.no_grad():
         ref = q(x)

@@ -3,11 +3,10 @@
 The graph holds, at exactly the points dfqvit quantizes:
 - weights as integer initializers (uint8 codes, per output channel scale and zero point)
   feeding `DequantizeLinear`, already transposed for `MatMul` (axis 1), so ONNX Runtime
-  can fuse them into integer kernels; codes of 4 bits and below are stored as UINT4, two a
-  byte, and such a graph is converted to opset 21 (the first whose DequantizeLinear takes
-  4-bit types; `int4=False` keeps them one per byte at opset 17). ONNX Runtime has no integer
-  kernel for a UINT4 DequantizeLinear → MatMul: it dequantizes those weights to float (the file
-  is small, the arithmetic float); 8-bit weights stay uint8 for its int8 kernels;
+  can fuse them into integer kernels (8-bit codes as INT8); codes of 4 bits and below are stored
+  as UINT4, two a byte, read through a `Cast` to INT8 that the runtime folds at load, so they
+  reach the same int8 kernels; such a graph is converted to opset 21 (the first with 4-bit
+  types; `int4=False` keeps them one per byte at opset 17);
 - activations (Linear inputs, q·kᵀ and attn·v inputs) as `QuantizeLinear → DequantizeLinear`
   pairs, per tensor, uint8; narrower activations get a `Clip` to their b-bit range first,
   which makes the uint8 pair round exactly as the b-bit quantizer does;
@@ -296,10 +295,17 @@ def _uint4_tensor(name: str, codes: np.ndarray):
 
 def _store_low_bit_weights(model, qmodel: nn.Module):
     """Weight codes of ≤ 4 bits (found by their values: each layer's codes, as the export laid them
-    out) → UINT4 initializers with UINT4 zero points, in a graph converted to opset 21. Returns
-    (model, number of weights stored at 4 bits)."""
+    out) → UINT4 initializers, two codes a byte, each read through `Cast(to=INT8)` into its
+    DequantizeLinear (zero points INT8, one per channel), in a graph converted to opset 21.
+
+    Why the Cast: ONNX Runtime (1.32) has no integer kernel for a UINT4 DequantizeLinear feeding a
+    MatMul whose input is itself quantized; it dequantizes such weights to float on every run
+    (ImageNet ViT-Tiny W4A8: 61 float MatMuls, slower than FP32). A Cast of a constant is folded
+    when the session loads, so the runtime sees INT8 codes c (0..15) with zero point z, the same
+    values (c − z)·s, and fuses them into its u8×s8 kernels like 8-bit weights: the file holds 4 bits
+    a weight, the runtime's memory 8. Returns (model, number of weights stored at 4 bits)."""
     import onnx
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     wanted = []
     for layer in qmodel.weighted_layers():
@@ -311,20 +317,26 @@ def _store_low_bit_weights(model, qmodel: nn.Module):
     model = onnx.version_converter.convert_version(model, INT4_OPSET)
     inits = {i.name: i for i in model.graph.initializer}
     consumers = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
-    packed = 0
+    packed: dict[str, str] = {}  # UINT4 initializer → the Cast's output
     for node in consumers:
-        weight = inits[node.input[0]]
-        if weight.data_type != onnx.TensorProto.UINT8:
-            continue
-        codes = numpy_helper.to_array(weight)
-        if not any(c.shape == codes.shape and np.array_equal(c, codes) for c in wanted):
-            continue
-        weight.CopyFrom(_uint4_tensor(weight.name, codes))
-        if len(node.input) > 2 and node.input[2] in inits:
+        name = node.input[0]
+        if name not in packed:
+            weight = inits[name]
+            if weight.data_type != onnx.TensorProto.UINT8:
+                continue
+            codes = numpy_helper.to_array(weight)
+            if not any(c.shape == codes.shape and np.array_equal(c, codes) for c in wanted):
+                continue
+            weight.CopyFrom(_uint4_tensor(name, codes))
+            packed[name] = f"{name}_int8"
+            position = list(model.graph.node).index(node)
+            model.graph.node.insert(position, helper.make_node("Cast", [name], [packed[name]],
+                                                               to=onnx.TensorProto.INT8, name=f"{name}_cast"))
+        node.input[0] = packed[name]
+        if len(node.input) > 2 and node.input[2] in inits and inits[node.input[2]].data_type == onnx.TensorProto.UINT8:
             zp = inits[node.input[2]]
-            zp.CopyFrom(_uint4_tensor(zp.name, numpy_helper.to_array(zp)))
-        packed += 1
-    return model, packed
+            zp.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(zp).astype(np.int8), zp.name))
+    return model, len(packed)
 
 
 def _signed_weight_codes(model) -> int:
