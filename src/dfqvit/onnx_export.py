@@ -329,9 +329,9 @@ def _store_low_bit_weights(model, qmodel: nn.Module):
                 continue
             weight.CopyFrom(_uint4_tensor(name, codes))
             packed[name] = f"{name}_int8"
-            position = list(model.graph.node).index(node)
-            model.graph.node.insert(position, helper.make_node("Cast", [name], [packed[name]],
-                                                               to=onnx.TensorProto.INT8, name=f"{name}_cast"))
+            # it reads only an initializer, so the head of the graph keeps the nodes topologically sorted
+            model.graph.node.insert(0, helper.make_node("Cast", [name], [packed[name]], to=onnx.TensorProto.INT8,
+                                                        name=f"{name}_cast"))
         node.input[0] = packed[name]
         if len(node.input) > 2 and node.input[2] in inits and inits[node.input[2]].data_type == onnx.TensorProto.UINT8:
             zp = inits[node.input[2]]
