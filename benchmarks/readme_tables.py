@@ -257,12 +257,12 @@ def headline_table() -> str:
     return "\n".join(lines)
 
 
-def runtime_table() -> str:
+def runtime_table(file: str = "runtime_speed_imagenet.json", peer: bool = True) -> str:
     """ImageNet ViT-Tiny exports in ONNX Runtime and OpenVINO: parity with PyTorch, kernels, speed
     (runtime_speed.py --model imagenet), beside ONNX Runtime's own quantize_static (peers/ort_static.py)."""
-    path = RESULTS / "runtime_speed_imagenet.json"
+    path = RESULTS / file
     if not path.is_file():
-        return "(runtime_speed_imagenet.json not measured yet)"
+        return f"({file} not measured yet)"
     d = json.loads(path.read_text())
     lines = ["| export | PyTorch top-1 | ORT top-1 / agreement with PyTorch | ORT without its fusions: agreement | "
              "OpenVINO top-1 / agreement | integer kernels in ORT | float MatMul/Gemm left | MB |",
@@ -282,9 +282,14 @@ def runtime_table() -> str:
         b1, b64 = speed.get(f"{name}|1"), speed.get(f"{name}|64")
         if b1 and b64 and fp1 and fp64:
             lines.append(f"| {name} | {1000 / b1:.1f} | {b64:.1f} | {b1 / fp1:.2f} | {b64 / fp64:.2f} |")
-    peer = RESULTS / "peers_ort_static.json"
-    if peer.is_file():
-        p = json.loads(peer.read_text())
+    if "ort_static" in d:  # timed in the same rounds as the rows above (runtime_speed.py --ort-static)
+        st = d["ort_static"]
+        lines += ["", f"ONNX Runtime quantize_static in this run: top-1 {st['top1']:.1f}, agreement with the float "
+                  f"model {st['agreement_with_fp']:.1f} %, KL {st['kl_to_fp']:.3f}, {st['onnx_bytes'] / 1e6:.2f} MB; "
+                  "speeds are medians of " + str(len(next(iter(d["speed_rounds"].values())))) + " interleaved rounds"]
+    peer_path = RESULTS / "peers_ort_static.json"
+    if peer and peer_path.is_file():
+        p = json.loads(peer_path.read_text())
         fp = p["cells"]["ORT FP32"]
         lines += ["", f"ONNX Runtime's own `quantize_static` of the FP32 export ({p['peer']}; 32 real `calib/` images; "
                   f"{p['threads']} thread(s); its own ORT FP32 run: {1000 / fp['batch1_images_per_s']:.1f} ms/image, "
@@ -335,6 +340,7 @@ def table_lines(text: str) -> str:
 
 
 GENERATED = {"lowbit": lowbit_table, "runtime": runtime_table,
+             "runtime-int8": lambda: runtime_table("runtime_speed_imagenet-int8.json", peer=False),
              "imagenet-methods": imagenet_methods_table,
              "imagenet-quantizer": lambda: table_lines(table("quantizer_imagenet", QUANTIZER_ROWS,
                                                              ["W8A8", "W6A6", "W4A8", "W4A4"])),

@@ -10,6 +10,7 @@ Writes benchmarks/results/runtime_speed.{json,md}.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from dfqvit import api
 from dfqvit.deploy import is_integer_kernel
 from dfqvit.onnx_export import OnnxRuntimeModel, export_float_onnx, export_onnx, optimized_ops
 from dfqvit.presets import quant_config
+from dfqvit.quant.quantizers import TwinUniformQuantizer
 
 # name → (model config, evaluation folder, calibration folder, images per class of the evaluation folder)
 MODELS = {"cifar-deit": ("cifar10/models/deit_tiny_cifar10.json", "cifar10/val", "cifar10/calib", 100),
@@ -40,6 +42,29 @@ def images_per_s(model, x: torch.Tensor, batch: int, seconds: float = 4.0) -> fl
     return n * batch / (time.perf_counter() - start)
 
 
+STATIC_ROW = "ONNX Runtime quantize_static (MatMul/Gemm, Percentile 99.99)"
+
+
+def static_row(loaded, tmp: Path, calib: torch.Tensor, x: torch.Tensor, y: torch.Tensor, threads: int,
+               results: Results) -> OnnxRuntimeModel:
+    """ORT's own quantizer of the FP32 export, the deploy anchor, timed in the same rounds as dfqvit's graphs;
+    its top-1, agreement and KL against the PyTorch float model go to results["ort_static"]."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from peers.ort_static import quantize_static_graph
+
+    quant_pre_process(str(tmp / "fp.onnx"), str(tmp / "fp-pre.onnx"))
+    quantize_static_graph(tmp / "fp-pre.onnx", tmp / "static.onnx", calib, ["MatMul", "Gemm"], "Percentile", 99.99)
+    model = OnnxRuntimeModel(tmp / "static.onnx", verify=False, threads=threads)
+    got = api.evaluate(model, loaded, (x, y), fp_model=loaded.model, progress=False)
+    results.data["ort_static"] = {"top1": got["top1"], "agreement_with_fp": got["agreement_top1"],
+                                  "kl_to_fp": got["kl_to_fp"], "onnx_bytes": (tmp / "static.onnx").stat().st_size,
+                                  "integer_ops": {k: v for k, v in optimized_ops(tmp / "static.onnx").items()
+                                                  if is_integer_kernel(k)}}
+    results.save()
+    return model
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cifar-deit", choices=list(MODELS))
@@ -47,8 +72,16 @@ def main() -> None:
     p.add_argument("--presets", default="basic,strong")
     p.add_argument("--runtimes", default="onnxruntime", help="comma list: onnxruntime, openvino")
     p.add_argument("--softmax", default="emulate", help="comma list of export softmax forms: emulate, uint8")
+    p.add_argument("--gelu", default="split", help="comma list of export post-GELU forms: split, uniform (only for "
+                                                   "exports that have twin / adaptive-log GELU quantizers)")
     p.add_argument("--threads", type=int, default=None, help="torch and runtime threads (default: all cores)")
     p.add_argument("--tag", default="", help="suffix of the result files")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="timing rounds; each times every row in turn (the median is reported: drift hits all rows)")
+    p.add_argument("--seconds", type=float, default=3.0, help="timing per row, batch size and round")
+    p.add_argument("--ort-static", action="store_true",
+                   help="add ONNX Runtime's own quantize_static of the FP32 export (MatMul/Gemm, Percentile 99.99, "
+                        "the same 32 calibration images) to the timed rows (peers/ort_static.py)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -75,10 +108,13 @@ def main() -> None:
             q, _ = api.quantize(loaded, calib, quant_config(preset, w_bits=w, a_bits=act), progress=False)
             parity_q = api.evaluate(q, loaded, (x, y), progress=False, return_logits=True)
             rows[f"PyTorch fake-quant ({preset} W{w}A{act})"] = q
-            for softmax in a.softmax.split(","):
-                name = f"{preset} W{w}A{act}" + (f", softmax {softmax}" if softmax != "emulate" else "")
-                path = tmp / f"{preset}-{w}{act}-{softmax}.onnx"
-                info = export_onnx(q, loaded, path, softmax=softmax)
+            twin = any(isinstance(m, TwinUniformQuantizer) for m in q.modules())
+            forms = [(s, g) for s in a.softmax.split(",") for g in (a.gelu.split(",") if twin else ["split"])]
+            for softmax, gelu in forms:
+                name = (f"{preset} W{w}A{act}" + (f", softmax {softmax}" if softmax != "emulate" else "")
+                        + (f", gelu {gelu}" if gelu != "split" else ""))
+                path = tmp / f"{preset}-{w}{act}-{softmax}-{gelu}.onnx"
+                info = export_onnx(q, loaded, path, softmax=softmax, gelu=gelu)
                 ort_q = OnnxRuntimeModel(path, threads=threads)
                 ops = optimized_ops(path)
                 parity_o = api.evaluate(ort_q, loaded, (x, y), progress=False, fp_logits=parity_q["logits"])
@@ -99,12 +135,18 @@ def main() -> None:
                     rows[f"OpenVINO QDQ ({name})"] = ov_q
                 results.save()
                 print(name, results.data["parity"][name], flush=True)
-    for name, model in rows.items():
+    if a.ort_static:
+        rows[STATIC_ROW] = static_row(loaded, tmp, calib, x, y, threads, results)
+    timed: dict[str, list[float]] = {}
+    for r in range(a.rounds):  # every row once per round: slow drift of the machine hits every row alike
         for batch in (1, 64):
-            results.data.setdefault("speed", {})[f"{name}|{batch}"] = images_per_s(model, x, batch)
-            print(f"{name}, batch {batch}: {results.data['speed'][f'{name}|{batch}']:.0f} images/s", flush=True)
-            results.save()
-    lines = [f"{config}, {machine()['device']}, {torch.get_num_threads()} threads", "",
+            for name, model in rows.items():
+                timed.setdefault(f"{name}|{batch}", []).append(images_per_s(model, x, batch, a.seconds))
+                print(f"round {r + 1}, {name}, batch {batch}: {timed[f'{name}|{batch}'][-1]:.0f} images/s", flush=True)
+        results.data["speed_rounds"] = timed
+        results.data["speed"] = {k: statistics.median(v) for k, v in timed.items()}
+        results.save()
+    lines = [f"{config}, {machine()['device']}, {torch.get_num_threads()} threads, median of {a.rounds} rounds", "",
              "| model | batch 1 images/s | batch 64 images/s |", "| --- | --- | --- |"]
     for name in rows:
         lines.append(f"| {name} | {results.data['speed'][f'{name}|1']:.0f} | {results.data['speed'][f'{name}|64']:.0f} |")
@@ -118,6 +160,10 @@ def main() -> None:
         lines.append(f"| {k} | {v['pytorch_top1']:.2f} | {v['onnx_top1']:.2f} | {v['agreement']:.2f} | {v['kl']:.5f} | "
                      f"{v['unoptimized_top1']:.2f} / {v['unoptimized_agreement']:.2f} | {ints} | "
                      f"{v['float_matmuls_left']} | {ov_cell} |")
+    if "ort_static" in results.data:
+        st = results.data["ort_static"]
+        lines += ["", f"{STATIC_ROW}: top-1 {st['top1']:.2f}, agreement with the float model {st['agreement_with_fp']:.2f} %, "
+                  f"KL {st['kl_to_fp']:.4f}, {st['onnx_bytes'] / 1e6:.2f} MB"]
     (RESULTS / f"runtime_speed_{a.model}{a.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -75,7 +75,8 @@ def test_cli_export_and_evaluate_onnx(tiny, tmp_path, capsys):
     art = save_quantized(q, tiny, tmp_path / "q.safetensors")
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", "--quantized", str(art), "--out", str(onnx_path)]) == 0
-    assert "QuantizeLinear" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "QuantizeLinear" in out and "softmax emulate, gelu split" in out
     assert main(["export", "--quantized", str(art), "--out", str(onnx_path)]) == 2  # exists: refused
     assert "pass --overwrite" in capsys.readouterr().err
     assert main(["evaluate", "--quiet", "--onnx", str(onnx_path), "--quantized", str(art)]) == 0
@@ -169,6 +170,8 @@ def test_export_benchmark_report_matches_the_graph(tiny, tmp_path, capsys):
     assert s["speedup_batch1"] == pytest.approx(s["fp32"]["batch1_ms_per_image"] / s["exported"]["batch1_ms_per_image"])
     printed = capsys.readouterr().out
     assert f"{report['size_vs_fp32']:.2f}× the FP32 graph" in printed and "ms/image" in printed
+    assert "faster: --softmax uint8" in printed  # the log2 softmax is emulated in float
+    assert "--gelu uniform" not in printed  # basic has no twin post-GELU quantizer
     # a second export refuses to replace the report without --overwrite
     assert main(["export", "--quantized", str(q / "quantized.safetensors"), "--out", str(tmp_path / "m2.onnx"),
                  "--benchmark", "--benchmark-seconds", "0.2"]) == 0
@@ -191,3 +194,37 @@ def test_twin_gelu_input_exports_as_two_integer_matmuls(tiny, digits_heldout, tm
     blocks = len(tiny.model.blocks)
     assert sum(kernels["integer"].values()) >= 5 * blocks  # qkv, proj, fc1 and fc2 twice per block
     assert "MatMulNBits" not in kernels["integer"]
+
+
+def test_gelu_uniform_export_is_one_grid_and_one_integer_fc2(tiny, digits_heldout, tmp_path):
+    """`gelu="uniform"`: the twin becomes one uniform grid over its range (error ≤ half a step there), one
+    QDQ pair and one integer fc2 matmul per block; ORT runs it like the same form in PyTorch."""
+    from dfqvit.deploy import runtime_kernels
+    from dfqvit.errors import ConfigError
+    from dfqvit.onnx_export import _ExportTwinAsUniform, export_view
+    from dfqvit.quant.quantizers import TwinUniformQuantizer
+
+    x = digits_heldout[0][:200]
+    q, _ = quantize(tiny, real_images(tiny, None, 32)[0], QuantConfig(w_bits=8, a_bits=8, gelu_quantizer="twin"),
+                    progress=False)
+    twin = next(m for m in q.modules() if isinstance(m, TwinUniformQuantizer))
+    grid = _ExportTwinAsUniform(twin)
+    lo, hi = -twin.half_levels * float(twin.neg_scale), (twin.half_levels - 1) * float(twin.pos_scale)
+    v = torch.linspace(lo, hi, 10001)
+    assert grid.scale <= (hi - lo) / 255 * (1 + 1e-6)
+    assert (grid(v) - v).abs().max() <= grid.scale / 2 * (1 + 1e-4)
+    split, uniform = tmp_path / "split.onnx", tmp_path / "uniform.onnx"
+    export_onnx(q, tiny, split)
+    info = export_onnx(q, tiny, uniform, gelu="uniform")
+    blocks = len(tiny.model.blocks)
+    assert info["ops"]["QuantizeLinear"] == count_quantized_points(q)["activation_qdq"] - blocks
+    assert json.loads({p.key: p.value for p in onnx.load(str(uniform)).metadata_props}["dfqvit"])["gelu"] == "uniform"
+    ints_split, ints_uniform = (sum(runtime_kernels(p)["integer"].values()) for p in (split, uniform))
+    assert ints_uniform == ints_split - blocks
+    with torch.no_grad(), export_view(q, gelu="uniform") as m:
+        ref = m(x)
+    out = OnnxRuntimeModel(uniform)(x)
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
+    assert (out - ref).abs().mean() < 0.01 * ref.abs().mean()
+    with pytest.raises(ConfigError, match="gelu export must be one of"):
+        export_onnx(q, tiny, tmp_path / "bad.onnx", gelu="int4")

@@ -37,6 +37,25 @@ CELLS = {  # name → (op types to quantize or None for ORT's defaults, calibrat
 }
 
 
+def quantize_static_graph(pre: Path, out: Path, calib: torch.Tensor, op_types: list[str] | None, method: str,
+                          percentile: float | None) -> None:
+    """ORT's quantize_static of a `quant_pre_process`ed float graph: QDQ, U8 activations, S8 per-channel weights."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"images": calib[i:i + 1].numpy()} for i in range(len(calib))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=op_types,
+                    calibrate_method=getattr(CalibrationMethod, method),
+                    extra_options={"CalibPercentile": percentile} if percentile else {})
+
+
 def images_per_s(run, x: np.ndarray, batch: int, seconds: float) -> float:
     run(x[:batch])
     n, start = 0, time.perf_counter()
@@ -70,8 +89,6 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     import onnxruntime
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from dfqvit import api
@@ -102,23 +119,13 @@ def main() -> None:
                                  "batch64_images_per_s": images_per_s(fp_run, xn, 64, a.speed_seconds)})
     fp_speed = results.data["cells"]["ORT FP32"]
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{"images": calib[i:i + 1].numpy()} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.items, None)
-
     for name in [c for c in a.cells.split(";") if c]:
         if results.has(name):
             continue
         op_types, method, percentile = CELLS[name]
         out = tmp / f"q-{len(results.data['cells'])}.onnx"
         t0 = time.perf_counter()
-        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=op_types,
-                        calibrate_method=getattr(CalibrationMethod, method),
-                        extra_options={"CalibPercentile": percentile} if percentile else {})
+        quantize_static_graph(pre, out, calib, op_types, method, percentile)
         seconds = time.perf_counter() - t0
         run = session(out, a.threads)
         got = logits(run, xn)

@@ -454,15 +454,15 @@ def cmd_export(a: argparse.Namespace) -> int:
     qmodel, loaded, _ = load_quantized(a.quantized)
     report_path = check_output_file(str(path) + ".report.json", a.overwrite, "--out report",
                                     inputs=_inputs(a, "quantized")) if a.benchmark else None
-    info = export_onnx(qmodel, loaded, path, softmax=a.softmax, int4=a.int4)
+    info = export_onnx(qmodel, loaded, path, softmax=a.softmax, int4=a.int4, gelu=a.gelu)
     print(f"wrote {a.out} ({info['bytes'] / 1e6:.2f} MB, opset {info['opset']}): {info['ops'].get('QuantizeLinear', 0)} "
           f"activation QuantizeLinear, {info['ops'].get('DequantizeLinear', 0)} DequantizeLinear, "
           f"{info['integer_weights']} integer weight initializers ({info['int4_weights']} of them 4-bit); "
-          f"softmax {a.softmax}")
+          f"softmax {a.softmax}, gelu {a.gelu}")
     if report_path is not None:
         import json
 
-        from .deploy import export_report, summary_line
+        from .deploy import export_report, faster_forms, summary_line
         from .outputs import write_file_atomically
 
         report = export_report(path, loaded.model, tuple(loaded.data_config["input_size"]), threads=a.threads or 1,
@@ -472,6 +472,8 @@ def cmd_export(a: argparse.Namespace) -> int:
         write_file_atomically(report_path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
         print(summary_line(report))
         print(f"wrote {report_path}")
+        for hint in faster_forms(qmodel, a.softmax, a.gelu):
+            print(f"faster: {hint}; measure its accuracy with `dfqvit evaluate --onnx`")
     return 0
 
 
@@ -555,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     x.add_argument("--softmax", default="emulate", choices=["emulate", "uint8"],
                    help="log softmax quantizer: emulated with standard ops (exact) or as 8-bit uniform QDQ")
+    x.add_argument("--gelu", default="split", choices=["split", "uniform"],
+                   help="twin / adaptive-log post-GELU quantizer: exact, as one QDQ pair and fc2 matmul per sign "
+                        "(twice fc2's work), or one uniform grid of the same bits over its range (one fc2 matmul)")
     x.add_argument("--no-int4", dest="int4", action="store_false",
                    help="store ≤ 4-bit weight codes one per byte at opset 17 instead of UINT4 at opset 21")
     x.add_argument("--benchmark", action="store_true",

@@ -91,3 +91,17 @@ def summary_line(report: dict[str, Any]) -> str:
                  f"batch 64: {s['exported']['batch64_images_per_s']:.0f} images/s ({s['speedup_batch64']:.2f}× FP32), "
                  f"{s['threads']} thread(s)")
     return line
+
+
+def faster_forms(qmodel: Any, softmax: str, gelu: str) -> list[str]:
+    """The export flags that would turn float work of this graph into integer kernels, with their price."""
+    from .quant.quantizers import LogQuantizer, TwinUniformQuantizer
+
+    hints = []
+    if softmax == "emulate" and any(isinstance(m, LogQuantizer) for m in qmodel.modules()):
+        hints.append("--softmax uint8: the log softmax grid is float element-wise work on every attention map; "
+                     "one uint8 QDQ pair makes attn·v an integer kernel (not the calibrated grid)")
+    if gelu == "split" and any(isinstance(m, TwinUniformQuantizer) for m in qmodel.modules()):
+        hints.append("--gelu uniform: the twin post-GELU grid costs two fc2 matmuls per block; one uniform grid "
+                     "over its range costs one (not the calibrated grid)")
+    return hints

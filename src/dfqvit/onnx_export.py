@@ -13,7 +13,11 @@ The graph holds, at exactly the points dfqvit quantizes:
 - the softmax quantizer, which has no QDQ form: `softmax="emulate"` writes the log2 / log√2
   rounding with Log, Round, Clip, Pow and Where (same arithmetic), `softmax="uint8"` a plain
   8-bit uniform QDQ pair (not what was calibrated: its accuracy is reported separately);
-- twin-uniform post-GELU values as two QDQ pairs joined by `Where`;
+- twin-uniform post-GELU values (`gelu="split"`) as two uint8 QDQ pairs, one per sign, each with its
+  own integer fc2 matmul (pos·W − neg·W: exact, but twice fc2's work); `gelu="uniform"` one uniform grid of
+  the same bits over the twin's range instead, one QDQ pair and one fc2 matmul (not what was
+  calibrated: its accuracy is reported separately); the adaptive-log one's positive side as Log,
+  Round, Clip, Pow and Where (or, with `gelu="uniform"`, the same uniform grid);
 - ACM corrections as constant `Add`s; LayerNorm, GELU and residuals in float.
 The batch dimension is dynamic.
 """
@@ -36,6 +40,7 @@ from .quant.quantizers import EPS, AdaptiveLogTwinQuantizer, LogQuantizer, TwinU
 
 OPSET = 17
 SOFTMAX_MODES = ("emulate", "uint8")
+GELU_MODES = ("split", "uniform")
 
 
 def _qdq(x: torch.Tensor, scale: float, zero_point: int, bits: int) -> torch.Tensor:
@@ -75,6 +80,22 @@ class _ExportTwin(nn.Module):
         as integer kernels (the Where-merged form has no single QDQ input and stays float)."""
         pos, neg = self.halves(x)
         return torch.matmul(pos, w) - torch.matmul(neg, w)
+
+
+class _ExportTwinAsUniform(nn.Module):
+    """A twin (or adaptive-log twin) post-GELU quantizer replaced at export by one b-bit uniform grid over
+    its range [-n·Δ-, (n-1)·Δ+]: one QDQ pair and one integer fc2 matmul. Twice the codes of the twin's
+    positive half, a few codes for GELU's negative tail instead of 2^(b-1)."""
+
+    def __init__(self, q: TwinUniformQuantizer) -> None:
+        super().__init__()
+        n, self.bits = q.half_levels, q.bits
+        lo, hi = -n * float(q.neg_scale), (n - 1) * float(q.pos_scale)
+        self.scale = max((hi - lo) / (2**self.bits - 1), EPS)
+        self.zero_point = min(2**self.bits - 1, max(0, round(-lo / self.scale)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _qdq(x, self.scale, self.zero_point, self.bits)
 
 
 class _ExportAdaLogTwin(nn.Module):
@@ -150,11 +171,13 @@ class _ExportConv(nn.Module):
         return F.conv2d(self.input_quantizer(x), w, c.bias, c.stride, c.padding, c.dilation, c.groups)
 
 
-def _export_quantizer(q: nn.Module, softmax: str) -> nn.Module:
+def _export_quantizer(q: nn.Module, softmax: str, gelu: str = "split") -> nn.Module:
     if isinstance(q, UniformQuantizer):
         if q.channel_axis is not None:
             raise ConfigError("per-channel activation quantizers have no per-tensor QDQ form")
         return _ExportUniform(q)
+    if isinstance(q, TwinUniformQuantizer) and gelu == "uniform":
+        return _ExportTwinAsUniform(q)
     if isinstance(q, AdaptiveLogTwinQuantizer):
         return _ExportAdaLogTwin(q)
     if isinstance(q, TwinUniformQuantizer):
@@ -165,20 +188,22 @@ def _export_quantizer(q: nn.Module, softmax: str) -> nn.Module:
 
 
 @contextlib.contextmanager
-def export_view(qmodel: nn.Module, softmax: str = "emulate") -> Iterator[nn.Module]:
+def export_view(qmodel: nn.Module, softmax: str = "emulate", gelu: str = "split") -> Iterator[nn.Module]:
     """Temporarily swap every quantized layer and quantizer of `qmodel` for its ONNX form."""
     if softmax not in SOFTMAX_MODES:
         raise ConfigError(f"softmax export must be one of {', '.join(SOFTMAX_MODES)}, got {softmax!r}")
+    if gelu not in GELU_MODES:
+        raise ConfigError(f"gelu export must be one of {', '.join(GELU_MODES)}, got {gelu!r}")
     swaps: list[tuple[nn.Module, str, nn.Module]] = []
     for parent in list(qmodel.modules()):
         if isinstance(parent, _QuantWeighted):  # replaced whole, with its quantizers
             continue
         for name, child in list(parent.named_children()):
             if isinstance(child, _QuantWeighted):
-                iq = _export_quantizer(child.input_quantizer, softmax)
+                iq = _export_quantizer(child.input_quantizer, softmax, gelu)
                 new = _ExportLinear(child, iq) if isinstance(child, QuantLinear) else _ExportConv(child, iq)
             elif isinstance(child, (UniformQuantizer, LogQuantizer, TwinUniformQuantizer)):
-                new = _export_quantizer(child, softmax)
+                new = _export_quantizer(child, softmax, gelu)
             else:
                 continue
             swaps.append((parent, name, child))
@@ -230,7 +255,7 @@ def _fold_weight_quantize(model) -> int:
 
 
 def export_onnx(qmodel: nn.Module, loaded, path: str | Path, softmax: str = "emulate",
-                opset: int = OPSET, int4: bool = True) -> dict[str, Any]:
+                opset: int = OPSET, int4: bool = True, gelu: str = "split") -> dict[str, Any]:
     """Write `qmodel` (a calibrated QuantizedViT of `loaded`) as an ONNX QDQ graph; return what it holds.
 
     With `int4` (the default), weights of 4 bits or fewer are stored as UINT4 initializers, two codes
@@ -250,7 +275,7 @@ def export_onnx(qmodel: nn.Module, loaded, path: str | Path, softmax: str = "emu
     buf = io.BytesIO()
     import warnings
 
-    with export_view(qmodel, softmax) as m, torch.no_grad(), warnings.catch_warnings():
+    with export_view(qmodel, softmax, gelu) as m, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes about Python-side constants (shapes, ACM presence)
         torch.onnx.export(m, (dummy,), buf, dynamo=False, opset_version=opset, input_names=["images"],
                           output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
@@ -263,7 +288,7 @@ def export_onnx(qmodel: nn.Module, loaded, path: str | Path, softmax: str = "emu
     _signed_weight_codes(model)
     del model.graph.value_info[:]  # shape annotations the runtime infers again: ~20 % of a small model's file
     meta = {"model": loaded.name, "arch_kwargs": loaded.arch_kwargs, "data_config": loaded.data_config,
-            "class_names": loaded.class_names, "num_classes": loaded.num_classes, "softmax": softmax,
+            "class_names": loaded.class_names, "num_classes": loaded.num_classes, "softmax": softmax, "gelu": gelu,
             "quant_config": qmodel.config.to_dict()}
     meta_json = json.dumps(meta, default=list)
     onnx.helper.set_model_props(model, {"dfqvit": meta_json, CHECKSUM_PROP: onnx_checksum(model.graph, meta_json)})
@@ -275,7 +300,7 @@ def export_onnx(qmodel: nn.Module, loaded, path: str | Path, softmax: str = "emu
     for n in model.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
     return {"path": str(path), "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-            "softmax": softmax, "integer_weights": folded, "int4_weights": packed, "ops": ops,
+            "softmax": softmax, "gelu": gelu, "integer_weights": folded, "int4_weights": packed, "ops": ops,
             "bytes": Path(path).stat().st_size}
 
 
