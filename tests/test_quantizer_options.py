@@ -195,7 +195,7 @@ def test_the_auto_preset_uses_gptq_only_with_real_images():
     assert quant_config(resolve_preset("auto", True)).weight_rounding == "gptq"
     differs = {k for k, v in quant_config("strong-synthetic").to_dict().items()
                if v != quant_config("strong").to_dict()[k]}
-    assert differs == {"weight_rounding", "reparam_skip_blocks"}
+    assert differs == {"weight_rounding", "reparam_skip_blocks", "calib_views"}  # views: synthetic images only
 
 
 def test_reparameterization_can_leave_the_first_blocks_per_tensor(tiny, calib, digits_heldout):
@@ -348,9 +348,10 @@ def test_calibration_views_are_the_images_then_seeded_crops_and_flips_within_the
     assert calibration_views(x, 1) is x
 
 
-def test_strong_synthetic_takes_four_views_at_low_activation_bits_only(tiny, calib):
+def test_strong_synthetic_takes_four_views_at_every_width_and_strong_none(tiny, calib):
     assert quant_config("strong-synthetic", w_bits=4, a_bits=4).calib_views == 4
-    assert quant_config("strong-synthetic", w_bits=4, a_bits=8).calib_views == 1
+    assert quant_config("strong-synthetic", w_bits=4, a_bits=8).calib_views == 4
+    assert quant_config("strong-synthetic", w_bits=8, a_bits=8).calib_views == 4
     assert quant_config("strong", w_bits=4, a_bits=4).calib_views == 1
     assert quant_config("strong-synthetic", w_bits=4, a_bits=4, calib_views=2).calib_views == 2
     cfg = quant_config("strong-synthetic", w_bits=8, a_bits=8, calib_views=3)

@@ -403,3 +403,24 @@ def test_turning_cuda_graphs_off_keeps_a_checkpoint_resumable():
 
     assert _comparable(SynthesisOptions(cuda_graphs=False)) == _comparable(SynthesisOptions())
     assert _comparable(SynthesisOptions(amp=True)) != _comparable(SynthesisOptions())
+
+
+def test_a_streamed_shard_set_calibrates_without_the_presets_views(tiny, tmp_path, monkeypatch, capsys):
+    """The preset's crop/flip views need the images in memory: a streamed set quantizes on its images alone
+    (and says so) instead of failing on an option the user never gave; an explicit --calib-views still fails."""
+    import dfqvit.synthesis.sharded as sharded
+    from dfqvit.cli import main
+
+    syn = tmp_path / "syn"
+    assert main(["synthesize", "--quiet", "--method", "noise", "--num-images", "12", "--batch-size", "6",
+                 "--out", str(syn)]) == 0
+    real_open = sharded.open_shards
+    monkeypatch.setattr(sharded, "open_shards", lambda d: real_open(d, max_bytes_in_memory=1))  # always streamed
+    assert main(["quantize", "--quiet", "--images", str(syn), "--w-bits", "4", "--a-bits", "4",
+                 "--out", str(tmp_path / "q")]) == 0
+    report = json.loads((tmp_path / "q" / "report.json").read_text())
+    assert report["preset"] == "strong-synthetic" and report["quantize"]["quant_config"]["calib_views"] == 1
+    assert "streamed shard by shard" in capsys.readouterr().err
+    assert main(["quantize", "--quiet", "--images", str(syn), "--a-bits", "4", "--calib-views", "4",
+                 "--out", str(tmp_path / "q2")]) == 2
+    assert "need the images in memory" in capsys.readouterr().err

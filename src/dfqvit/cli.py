@@ -102,7 +102,7 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
                    help="ridge: re-fit each Linear's weights to its rounded inputs before rounding them (ERQ)")
     g.add_argument("--calib-views", type=int, default=None,
                    help="calibration views per image: k > 1 adds k − 1 random-resized crops/flips of each image "
-                        "(default: the preset's; strong-synthetic takes 4 at ≤ 4-bit activations)")
+                        "(default: the preset's; strong-synthetic takes 4)")
     g.add_argument("--reconstruct-steps", type=int, default=None, help="block reconstruction steps per block (0 = off)")
     g.add_argument("--acm-every", type=int, default=None, help="ACM every γ blocks (0 = off); default: the method's (off for `run` without --method)")
     g.add_argument("--acm-variant", default=None, choices=list(ACM_VARIANTS), help="default: the method's")
@@ -330,6 +330,15 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     if images is not None:
         source = a.images
         api.check_images(images, loaded, f"--images {a.images}")
+        from .synthesis.sharded import ShardImages
+
+        if isinstance(images, ShardImages) and a.calib_views is None and config.calib_views > 1:
+            import dataclasses
+
+            print(f"dfqvit: {a.images} is streamed shard by shard: calibrating on its images alone (the preset's "
+                  f"{config.calib_views} views per image need the images in memory; --calib-views 1 says so)",
+                  file=sys.stderr)
+            config = dataclasses.replace(config, calib_views=1)
     else:
         images, _ = api.real_images(loaded, a.calib_data, a.num_images, a.seed, a.skip_bad_images, skipped)
         source = a.calib_data or "digits train split"
