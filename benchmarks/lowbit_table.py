@@ -34,6 +34,10 @@ VARIANTS = {
     "strong-synthetic + adalog, no views": {"base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 1},
     "strong-synthetic + adalog + 4 views": {"base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 4},
     "strong + adalog + 4 views": {"base": "strong", "gelu_quantizer": "adalog", "calib_views": 4},
+    # more views per synthetic image: is 4 the knee? (and views at 8-bit activations, where the presets use none)
+    "strong-synthetic + adalog + 8 views": {"base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 8},
+    "strong-synthetic + adalog + 16 views": {"base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 16},
+    "strong-synthetic + 4 views": {"base": "strong-synthetic", "calib_views": 4, **TWIN},
     # does the output-error search still hurt synthetic calibration once it sees 4 views per image?
     "strong-synthetic + adalog + 4 views, no search": {"base": "strong-synthetic", "gelu_quantizer": "adalog",
                                                        "calib_views": 4, "act_search": "none"},
@@ -47,6 +51,9 @@ VARIANTS = {
     "strong + adalog + recon": {"base": "strong", "gelu_quantizer": "adalog", "reconstruct_steps": 100},
     "strong-synthetic + adalog + recon": {"base": "strong-synthetic", "gelu_quantizer": "adalog",
                                           "reconstruct_steps": 100},
+    # reconstruction fed the 4 crop/flip views of each synthetic image instead of the 32 images alone
+    "strong-synthetic + adalog + 4 views + recon": {"base": "strong-synthetic", "gelu_quantizer": "adalog",
+                                                    "calib_views": 4, "reconstruct_steps": 100},
     "strong-synthetic+recon + compensation": {"base": "strong-synthetic", "act_compensation": "ridge",
                                               "reconstruct_steps": 100, **TWIN},
 }

@@ -53,6 +53,7 @@ def table_main(doc: str, variants: dict[str, dict], rows: list[dict], name: str,
     p.add_argument("--seeds", default="0")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch threads (background jobs: 1 each)")
+    p.add_argument("--tag", default="", help="suffix of the result files (e.g. -n128 for another --num-images)")
     a = p.parse_args()
     torch.set_num_threads(a.threads or max(1, torch.get_num_threads()))
     chosen = [v for v in a.variants.split(";") if v]
@@ -65,7 +66,7 @@ def table_main(doc: str, variants: dict[str, dict], rows: list[dict], name: str,
     from dfqvit.synthesis import SynthesisOptions
 
     opts = SynthesisOptions(num_images=a.num_images, batch_size=a.num_images, iterations=a.iterations)
-    out = RESULTS / f"{name}_{a.model}"
+    out = RESULTS / f"{name}_{a.model}{a.tag}"
     results = Results(out.with_suffix(".json"), {"model": config, "eval": folder, "calibration": calib,
                                                  "num_images": a.num_images, "iterations": a.iterations,
                                                  "machine": machine(), "variants": variants})

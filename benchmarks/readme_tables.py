@@ -156,6 +156,12 @@ LOWBIT_ROWS = [  # (label, quantizer variant, row of lowbit_imagenet.json)
     ("real", "strong + adalog + 4 views", "real"),
     ("real, 32 images as 128 crop/flip views", "strong + adalog", "real, 32 images as 128 crop/flip views"),
     ("dfq-vit, 32 images as 128 crop/flip views", "strong-synthetic + adalog", "dfq-vit, 32 images as 128 crop/flip views"),
+    ("dfq-vit", "strong-synthetic + adalog + 4 views, no search", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic + adalog + 4 views + adalog softmax", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic + adalog + 8 views", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic + adalog + 16 views", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic + adalog + 4 views + recon", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic + 4 views", "dfq-vit"),
 ]
 
 
