@@ -228,3 +228,7 @@ def test_gelu_uniform_export_is_one_grid_and_one_integer_fc2(tiny, digits_heldou
     assert (out - ref).abs().mean() < 0.01 * ref.abs().mean()
     with pytest.raises(ConfigError, match="gelu export must be one of"):
         export_onnx(q, tiny, tmp_path / "bad.onnx", gelu="int4")
+    from dfqvit.deploy import faster_forms
+
+    assert any("two fc2 matmuls" in h for h in faster_forms(q, "uint8", "split"))  # what export --benchmark prints
+    assert faster_forms(q, "uint8", "uniform") == []

@@ -95,13 +95,17 @@ def summary_line(report: dict[str, Any]) -> str:
 
 def faster_forms(qmodel: Any, softmax: str, gelu: str) -> list[str]:
     """The export flags that would turn float work of this graph into integer kernels, with their price."""
-    from .quant.quantizers import LogQuantizer, TwinUniformQuantizer
+    from .quant.quantizers import AdaptiveLogTwinQuantizer, LogQuantizer, TwinUniformQuantizer
 
+    modules = list(qmodel.modules())
     hints = []
-    if softmax == "emulate" and any(isinstance(m, LogQuantizer) for m in qmodel.modules()):
+    if softmax == "emulate" and any(isinstance(m, LogQuantizer) for m in modules):
         hints.append("--softmax uint8: the log softmax grid is float element-wise work on every attention map; "
                      "one uint8 QDQ pair makes attn·v an integer kernel (not the calibrated grid)")
-    if gelu == "split" and any(isinstance(m, TwinUniformQuantizer) for m in qmodel.modules()):
+    if gelu == "split" and any(isinstance(m, AdaptiveLogTwinQuantizer) for m in modules):
+        hints.append("--gelu uniform: the adaptive-log post-GELU grid keeps fc2 a float matmul; one uniform grid "
+                     "over its range makes it an integer one (not the calibrated grid)")
+    elif gelu == "split" and any(isinstance(m, TwinUniformQuantizer) for m in modules):
         hints.append("--gelu uniform: the twin post-GELU grid costs two fc2 matmuls per block; one uniform grid "
                      "over its range costs one (not the calibrated grid)")
     return hints
