@@ -19,7 +19,7 @@ import torch
 
 from common import RESULTS, Results, eval_set, load, machine, shared
 from dfqvit import api
-from dfqvit.deploy import is_integer_kernel
+from dfqvit.deploy import is_integer_kernel, runtime_kernels
 from dfqvit.onnx_export import OnnxRuntimeModel, export_float_onnx, export_onnx, optimized_ops
 from dfqvit.presets import quant_config
 from dfqvit.quant.quantizers import TwinUniformQuantizer
@@ -59,8 +59,7 @@ def static_row(loaded, tmp: Path, calib: torch.Tensor, x: torch.Tensor, y: torch
     got = api.evaluate(model, loaded, (x, y), fp_model=loaded.model, progress=False)
     results.data["ort_static"] = {"top1": got["top1"], "agreement_with_fp": got["agreement_top1"],
                                   "kl_to_fp": got["kl_to_fp"], "onnx_bytes": (tmp / "static.onnx").stat().st_size,
-                                  "integer_ops": {k: v for k, v in optimized_ops(tmp / "static.onnx").items()
-                                                  if is_integer_kernel(k)}}
+                                  "integer_ops": runtime_kernels(tmp / "static.onnx")["integer"]}
     results.save()
     return model
 

@@ -31,7 +31,6 @@ class Preset:
     quant: dict[str, Any] = field(default_factory=dict)  # QuantConfig fields
     reconstruct_steps: int = 0  # per block; 0 = no block reconstruction
     description: str = ""
-    calib_views: int = 1  # calibration views per image (data/views.py), unless set
 
 
 STRONG = {"reparam": "postln", "softmax_quantizer": "auto", "gelu_quantizer": "auto", "act_search": "output",
@@ -43,10 +42,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "(adaptive-log at ≤ 4 bits), output-error Linear-input ranges, MSE-searched GPTQ weights"),
     Preset("strong+recon", STRONG, 100,
            "strong + 100 steps of block reconstruction per block"),
-    Preset("strong-synthetic", {**STRONG, "weight_rounding": "nearest", "reparam_skip_blocks": 1}, 0,
+    Preset("strong-synthetic", {**STRONG, "weight_rounding": "nearest", "reparam_skip_blocks": 1, "calib_views": 4}, 0,
            "strong without GPTQ (MSE-searched weights rounded to nearest) and without reparameterizing block 0, "
-           "and 4 crop/flip calibration views per image: for synthetic calibration images",
-           calib_views=4),
+           "and 4 crop/flip calibration views per image: for synthetic calibration images"),
 )}
 AUTO = "auto"  # strong with real images, strong-synthetic otherwise
 DEFAULT_PRESET = AUTO
@@ -70,6 +68,4 @@ def get_preset(name: str) -> Preset:
 def quant_config(preset: str, **overrides: Any) -> QuantConfig:
     """The preset's QuantConfig with explicit overrides (None means: the preset's value)."""
     p = get_preset(preset)
-    fields = {**p.quant, **{k: v for k, v in overrides.items() if v is not None}}
-    fields.setdefault("calib_views", p.calib_views)
-    return QuantConfig(**fields)
+    return QuantConfig(**{**p.quant, **{k: v for k, v in overrides.items() if v is not None}})
