@@ -120,10 +120,13 @@ def calibration_images(loaded: LoadedModel, method: Method, options: SynthesisOp
 
 def cell(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig, eval_x: torch.Tensor, eval_y: torch.Tensor,
          fp_logits: torch.Tensor, acm_every: int = 0, acm_variant: str = "mean", distill: DistillOptions | None = None,
-         reconstruct_steps: int = 0, device: str = "auto", seed: int = 0) -> dict[str, Any]:
-    """Quantize on `images`, evaluate on (eval_x, eval_y): top-1, agreement and KL against the FP logits."""
+         reconstruct_steps: int = 0, device: str = "auto", seed: int = 0,
+         reconstruct_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Quantize on `images`, evaluate on (eval_x, eval_y): top-1, agreement and KL against the FP logits.
+    `reconstruct_overrides`: ReconstructOptions fields other than steps and seed (e.g. the objective)."""
     t0 = time.perf_counter()
-    recon = ReconstructOptions(steps=reconstruct_steps, seed=seed) if reconstruct_steps else None
+    recon = ReconstructOptions(steps=reconstruct_steps, seed=seed, **(reconstruct_overrides or {})) \
+        if reconstruct_steps else None
     q, info = api.quantize(loaded, images, config, acm_every, distill, device, progress=False,
                            reconstruct_options=recon, acm_variant=acm_variant)
     quantize_s = time.perf_counter() - t0
@@ -238,12 +241,14 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                     # the tables' cells were measured on the calibration images alone; views only where named
                     cfg = quant_config(extra.get("base", preset), w_bits=w, a_bits=a,
                                        **{"calib_views": 1, **{k: v for k, v in extra.items()
-                                                               if k not in ("base", "reconstruct_steps")}})
-                    steps = extra.get("reconstruct_steps", get_preset(extra.get("base", preset)).reconstruct_steps)
+                                                               if k not in ("base", "reconstruct_steps", "reconstruct")}})
+                    base = get_preset(extra.get("base", preset))
+                    steps = extra.get("reconstruct_steps", base.reconstruct_steps)
+                    recon = {**base.reconstruct, **extra.get("reconstruct", {})}
                     terms = tuple(r.get("distill_terms") or method.distill_terms)  # a row may pick its own
                     distill = DistillOptions(steps=r["distill"], terms=terms, seed=seed) if r["distill"] else None
                     out = cell(loaded, images, cfg, eval_x, eval_y, fp["logits"], r["acm"], r["acm_variant"],
-                               distill, steps, device, seed)
+                               distill, steps, device, seed, recon)
                     out["synthesis_s"] = syn_s
                     out["quantized_on"] = machine()["device"]  # a table may mix machines (images from a GPU)
                     results.put(key, out)

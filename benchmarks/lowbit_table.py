@@ -28,8 +28,10 @@ VARIANTS = {
     "strong + adalog": {"base": "strong", "gelu_quantizer": "adalog"},
     "strong-synthetic + adalog + compensation": {"base": "strong-synthetic", "gelu_quantizer": "adalog",
                                                  "act_compensation": "ridge"},
-    "strong+recon": {"base": "strong+recon", **TWIN},
-    "strong+recon + compensation": {"base": "strong+recon", "act_compensation": "ridge", **TWIN},
+    # the plain-MSE reconstruction `strong+recon` had when these were measured (Fisher-weighted, lr 0.1, since)
+    "strong+recon": {"base": "strong+recon", "reconstruct": {"objective": "mse", "lr": 0.01}, **TWIN},
+    "strong+recon + compensation": {"base": "strong+recon", "act_compensation": "ridge",
+                                    "reconstruct": {"objective": "mse", "lr": 0.01}, **TWIN},
     # the pre-views presets at ≤ 4 bits (calibration on the images alone) and with 4 views per image
     "strong-synthetic + adalog, no views": {"base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 1},
     "strong-synthetic + adalog + 4 views": {"base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 4},
@@ -54,6 +56,22 @@ VARIANTS = {
     # reconstruction fed the 4 crop/flip views of each synthetic image instead of the 32 images alone
     "strong-synthetic + adalog + 4 views + recon": {"base": "strong-synthetic", "gelu_quantizer": "adalog",
                                                     "calib_views": 4, "reconstruct_steps": 100},
+    # the reconstruction objective weighted by the float model's Fisher diagonal (BRECQ / APHQ-ViT / FIMA-Q)
+    "strong-synthetic + adalog + 4 views + fisher recon, lr 0.1": {
+        "base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 4, "reconstruct_steps": 100,
+        "reconstruct": {"objective": "fisher", "lr": 0.1}},
+    "strong-synthetic + adalog + 4 views + recon, lr 0.1": {
+        "base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 4, "reconstruct_steps": 100,
+        "reconstruct": {"lr": 0.1}},
+    # reconstruction of the blocks before the massive activations only (a per-block probe: recon_probe.py)
+    "strong-synthetic + adalog + 4 views + recon of blocks 0-2": {
+        "base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 4, "reconstruct_steps": 100,
+        "reconstruct": {"first_blocks": 3}},
+    "strong-synthetic + adalog + 4 views + recon of blocks 0-6": {
+        "base": "strong-synthetic", "gelu_quantizer": "adalog", "calib_views": 4, "reconstruct_steps": 100,
+        "reconstruct": {"first_blocks": 7}},
+    "strong + adalog + fisher recon, lr 0.1": {"base": "strong", "gelu_quantizer": "adalog", "reconstruct_steps": 100,
+                                               "reconstruct": {"objective": "fisher", "lr": 0.1}},
     "strong-synthetic+recon + compensation": {"base": "strong-synthetic", "act_compensation": "ridge",
                                               "reconstruct_steps": 100, **TWIN},
 }

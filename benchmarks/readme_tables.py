@@ -161,6 +161,10 @@ LOWBIT_ROWS = [  # (label, quantizer variant, row of lowbit_imagenet.json)
     ("dfq-vit", "strong-synthetic + adalog + 8 views", "dfq-vit"),
     ("dfq-vit", "strong-synthetic + adalog + 16 views", "dfq-vit"),
     ("dfq-vit", "strong-synthetic + adalog + 4 views + recon", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic + adalog + 4 views + recon, lr 0.1", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic + adalog + 4 views + fisher recon, lr 0.1", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic + adalog + 4 views + recon of blocks 0-2", "dfq-vit"),
+    ("real", "strong + adalog + fisher recon, lr 0.1", "real"),
     ("dfq-vit", "strong-synthetic + 4 views", "dfq-vit"),
 ]
 
@@ -222,11 +226,11 @@ def swap_table_w4a4() -> str:
 HEADLINE_COLS = ["W8A8", "W6A6", "W4A8", "W4A4"]
 # row label → column → (results file, row, preset, note mark) or a peer file's cell name; † marks 32-image cells
 HEADLINE = [
-    ("dfqvit, data-free: `dfqvit run` (DFQ-ViT images, preset auto → strong-synthetic)", {
+    ("dfqvit, data-free: `dfqvit run` (DFQ-ViT images, preset auto → strong-synthetic; +recon at A4)", {
         "W8A8": ("imagenet_gpu", "dfq-vit 128 images", "strong-synthetic", ""),
         "W6A6": ("imagenet_gpu", "dfq-vit without ACM", "strong-synthetic", "†"),
         "W4A8": ("imagenet_gpu", "dfq-vit 128 images", "strong-synthetic", ""),
-        "W4A4": ("lowbit_imagenet", "dfq-vit", "strong-synthetic + adalog + 4 views", "†")}),
+        "W4A4": ("lowbit_imagenet", "dfq-vit", "strong-synthetic + adalog + 4 views + recon of blocks 0-2", "†")}),
     ("dfqvit, 32 real `calib/` images (preset auto → strong)", {
         "W8A8": ("quantizer_imagenet", "real", "strong", ""), "W6A6": ("quantizer_imagenet", "real", "strong", ""),
         "W4A8": ("quantizer_imagenet", "real", "strong", ""),

@@ -419,7 +419,9 @@ def test_a_streamed_shard_set_calibrates_without_the_presets_views(tiny, tmp_pat
     assert main(["quantize", "--quiet", "--images", str(syn), "--w-bits", "4", "--a-bits", "4",
                  "--out", str(tmp_path / "q")]) == 0
     report = json.loads((tmp_path / "q" / "report.json").read_text())
-    assert report["preset"] == "strong-synthetic" and report["quantize"]["quant_config"]["calib_views"] == 1
+    # auto at 4-bit activations: strong-synthetic+recon, whose first-blocks reconstruction also streams
+    assert report["preset"] == "strong-synthetic+recon" and report["quantize"]["quant_config"]["calib_views"] == 1
+    assert len(report["quantize"]["reconstruct"]["block_loss"]) == 3
     assert "streamed shard by shard" in capsys.readouterr().err
     assert main(["quantize", "--quiet", "--images", str(syn), "--a-bits", "4", "--calib-views", "4",
                  "--out", str(tmp_path / "q2")]) == 2

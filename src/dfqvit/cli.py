@@ -74,6 +74,7 @@ def _synthesis_args(p: argparse.ArgumentParser) -> None:
 def _quant_args(p: argparse.ArgumentParser) -> None:
     from .presets import AUTO, DEFAULT_PRESET, PRESETS
     from .correction.acm import ACM_VARIANTS
+    from .correction.reconstruct import OBJECTIVES as RECON_OBJECTIVES
     from .quant.config import ACT_COMPENSATIONS, ACT_SEARCHES, REPARAMS, WEIGHT_ROUNDINGS
     from .quant.quantizers import GELU_QUANTIZERS, SOFTMAX_QUANTIZERS
     from .quant.observers import OBSERVERS
@@ -104,6 +105,13 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
                    help="calibration views per image: k > 1 adds k − 1 random-resized crops/flips of each image "
                         "(default: the preset's; strong-synthetic takes 4)")
     g.add_argument("--reconstruct-steps", type=int, default=None, help="block reconstruction steps per block (0 = off)")
+    g.add_argument("--reconstruct-blocks", type=int, default=None,
+                   help="reconstruct only the first N blocks (0 = all; default: the preset's)")
+    g.add_argument("--reconstruct-objective", default=None, choices=list(RECON_OBJECTIVES),
+                   help="block output error to reconstruct: plain squared error, or weighted by the float "
+                        "model's Fisher diagonal (which outputs its prediction depends on); default: the preset's")
+    g.add_argument("--reconstruct-lr", type=float, default=None,
+                   help="AdaRound gate learning rate (default: the preset's, else 0.01)")
     g.add_argument("--acm-every", type=int, default=None, help="ACM every γ blocks (0 = off); default: the method's (off for `run` without --method)")
     g.add_argument("--acm-variant", default=None, choices=list(ACM_VARIANTS), help="default: the method's")
     g.add_argument("--distill-steps", type=int, default=None, help="distillation steps (0 = off); default: the method's")
@@ -143,7 +151,7 @@ def _preset(a: argparse.Namespace) -> str:
         real = a.images is None
     else:
         real = a.method == "real"
-    return resolve_preset(a.preset, real)
+    return resolve_preset(a.preset, real, getattr(a, "a_bits", 8))
 
 
 def _quant_config(a: argparse.Namespace):
@@ -156,6 +164,17 @@ def _quant_config(a: argparse.Namespace):
                         softmax_quantizer=a.softmax_quantizer, gelu_quantizer=a.gelu_quantizer,
                         weight_rounding=a.weight_rounding, act_compensation=a.act_compensation,
                         calib_views=a.calib_views)
+
+
+def _reconstruct_overrides(a: argparse.Namespace) -> dict[str, Any]:
+    """The preset's reconstruction options (objective, lr, first blocks) with the flags given on top; checked."""
+    from .correction.reconstruct import ReconstructOptions
+    from .presets import get_preset
+
+    given = {"first_blocks": a.reconstruct_blocks, "objective": a.reconstruct_objective, "lr": a.reconstruct_lr}
+    out = {**get_preset(_preset(a)).reconstruct, **{k: v for k, v in given.items() if v is not None}}
+    ReconstructOptions(**out)  # a bad value is a one-line ConfigError now, not after synthesis
+    return out
 
 
 def _reconstruct_steps(a: argparse.Namespace) -> int:
@@ -189,7 +208,7 @@ def _run_options(a: argparse.Namespace, **extra):
         synthesis=_synthesis_options(a),
         schedule=a.schedule, acm_every=a.acm_every, acm_variant=a.acm_variant, distill_steps=a.distill_steps,
         distill_terms=terms, distill_lr=a.distill_lr, distill_weight_lr=a.distill_weight_lr,
-        reconstruct_steps=_reconstruct_steps(a), calib_data=a.calib_data, data=a.data, out=a.out,
+        reconstruct_steps=_reconstruct_steps(a), reconstruct=_reconstruct_overrides(a), calib_data=a.calib_data, data=a.data, out=a.out,
         overwrite=a.overwrite, device=a.device, resume=a.resume, progress=not a.quiet,
         skip_bad_images=a.skip_bad_images, export=getattr(a, "export", None), **extra)
 
@@ -316,7 +335,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
         raise ConfigError(f"--acm-every must be >= 0, got {a.acm_every}")
     distill = DistillOptions(steps=a.distill_steps or 0, lr=a.distill_lr, weight_lr=a.distill_weight_lr,
                              terms=tuple((a.distill_terms or "logits").split(",")), seed=a.seed)
-    recon = ReconstructOptions(steps=steps, seed=a.seed) if steps else None
+    recon = ReconstructOptions(steps=steps, seed=a.seed, **_reconstruct_overrides(a)) if steps else None
     if a.images and a.calib_data:
         raise ConfigError("give either --images or --calib-data, not both")
     if a.num_images < 1:

@@ -49,6 +49,7 @@ class RunOptions:
     distill_lr: float = 1e-2
     distill_weight_lr: float = 0.0
     reconstruct_steps: int = 0
+    reconstruct: dict[str, Any] = field(default_factory=dict)  # ReconstructOptions fields: objective, lr, first_blocks
     calib_data: str | None = None
     data: str | None = None
     out: str = "dfqvit-out"
@@ -151,7 +152,8 @@ def validate(opts: RunOptions) -> tuple[Method, DistillOptions | None, Reconstru
         if folder is not None and not Path(folder).is_dir():
             raise ConfigError(f"{what} {folder}: folder not found")
     recon = ReconstructOptions(steps=opts.reconstruct_steps, batch_size=opts.synthesis.batch_size,
-                               seed=opts.synthesis.seed) if opts.reconstruct_steps else None
+                               seed=opts.synthesis.seed, **opts.reconstruct) \
+        if opts.reconstruct_steps else None
     check_output_dir(opts.out, opts.overwrite, opts.resume,
                      inputs=[("--calib-data", opts.calib_data), ("--data", opts.data), ("--checkpoint", opts.checkpoint),
                              ("--model-config", opts.model_config)])
@@ -172,7 +174,10 @@ def parts_run(method: Method, quant: QuantConfig, n_images: int, distill: Distil
     parts.append(f"calibration[{n_images} images; {quant.weight_observer} weights, {quant.act_observer} activations"
                  f"{'; ' + ', '.join(extra) if extra else ''}]")
     if recon is not None:
-        parts.append(f"block reconstruction[{recon.steps} steps per block: AdaRound + activation steps, QDrop]")
+        weighted = f"; Fisher-weighted (T={recon.fisher_temperature:g})" if recon.objective == "fisher" else ""
+        which = f"; first {recon.first_blocks} blocks" if recon.first_blocks else ""
+        parts.append(f"block reconstruction[{recon.steps} steps per block: AdaRound + activation steps, QDrop"
+                     f"{weighted}{which}]")
     if distill is not None and distill.steps > 0:
         parts.append(f"distillation[{distill.steps} steps: {', '.join(distill.terms)}"
                      f"{'; weights learn' if distill.weight_lr > 0 else ''}]")

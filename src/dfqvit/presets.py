@@ -5,7 +5,10 @@ weights rounded to nearest, percentile per-tensor activations, log2 softmax). `s
 adds what the real-data PTQ methods do (RepQ-ViT's reparameterization and log√2 softmax,
 PTQ4ViT's twin-uniform post-GELU — AdaLog's adaptive-log grid at ≤ 4 bits, which lifted the ImageNet
 ViT-Tiny's data-free W4A4 from 20.2 to 35.7 % — and output-aware range search, MSE-searched GPTQ
-weights); `strong+recon` adds block reconstruction. `strong-synthetic` is `strong` without GPTQ and
+weights); `strong+recon` adds Fisher-weighted block reconstruction (real W4A4 57.6 → 62.4 %; with
+plain MSE, its objective until 2026-12-02, 57.8), `strong-synthetic+recon` adds plain-MSE reconstruction to
+`strong-synthetic` in the first 3 blocks only (ImageNet ViT-Tiny, 32 DFQ-ViT images, W4A4: 39.0 →
+42.6 %; all 12 blocks collapse it to 20.0). `strong-synthetic` is `strong` without GPTQ and
 without reparameterizing the first block, the two parts that trust statistics synthetic
 images get wrong: GPTQ fits the rounding to the calibration images' input covariance, and the
 first block's post-LayerNorm channel scales follow low-level image statistics (measured on the
@@ -13,7 +16,8 @@ ImageNet ViT-Tiny at W4A8 with DFQ-ViT images: GPTQ −0.8 points where real ima
 block 0's scales −4.3 points; see docs/results.md); it also calibrates on 4 crop/flip views of each
 image (32 DFQ-ViT images: W4A4 35.7 → 39.0 %, W4A8 70.4 → 72.0, W8A8 80.2 → 81.0, KL 7-17 % lower at
 every width; until 2026-12-02 only at ≤ 4-bit activations). `auto`, the default, picks
-`strong` for real calibration images and `strong-synthetic` for everything else.
+`strong` for real calibration images and `strong-synthetic` for everything else, with the
+reconstruction of the first 3 blocks (`strong-synthetic+recon`) at ≤ 4-bit activations.
 The README's quantizer table measures each part and the presets.
 """
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Preset:
     quant: dict[str, Any] = field(default_factory=dict)  # QuantConfig fields
     reconstruct_steps: int = 0  # per block; 0 = no block reconstruction
     description: str = ""
+    reconstruct: dict[str, Any] = field(default_factory=dict)  # ReconstructOptions fields besides steps and seed
 
 
 STRONG = {"reparam": "postln", "softmax_quantizer": "auto", "gelu_quantizer": "auto", "act_search": "output",
@@ -41,19 +46,29 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "RepQ-ViT post-LayerNorm reparameterization, log√2 softmax (log2 below 4 bits), twin-uniform post-GELU "
            "(adaptive-log at ≤ 4 bits), output-error Linear-input ranges, MSE-searched GPTQ weights"),
     Preset("strong+recon", STRONG, 100,
-           "strong + 100 steps of block reconstruction per block"),
+           "strong + 100 steps of Fisher-weighted block reconstruction per block (lr 0.1)",
+           reconstruct={"objective": "fisher", "lr": 0.1}),
     Preset("strong-synthetic", {**STRONG, "weight_rounding": "nearest", "reparam_skip_blocks": 1, "calib_views": 4}, 0,
            "strong without GPTQ (MSE-searched weights rounded to nearest) and without reparameterizing block 0, "
            "and 4 crop/flip calibration views per image: for synthetic calibration images"),
+    Preset("strong-synthetic+recon", {**STRONG, "weight_rounding": "nearest", "reparam_skip_blocks": 1,
+                                      "calib_views": 4}, 100,
+           "strong-synthetic + 100 steps of block reconstruction in each of the first 3 blocks (deeper, where "
+           "massive activations dominate the output error, it does not transfer from synthetic images)",
+           reconstruct={"first_blocks": 3}),
 )}
-AUTO = "auto"  # strong with real images, strong-synthetic otherwise
+AUTO = "auto"  # strong with real images, strong-synthetic otherwise (+recon at ≤ 4-bit activations)
+AUTO_RECON_MAX_A_BITS = 4  # measured: ImageNet ViT-Tiny W4A4 39.0 → 42.6 %; above, not measured, and 3-4 min more
 DEFAULT_PRESET = AUTO
 
 
-def resolve_preset(name: str, real_images: bool) -> str:
-    """The preset `name` stands for: `auto` depends on whether the calibration images are real."""
+def resolve_preset(name: str, real_images: bool, a_bits: int = 8) -> str:
+    """The preset `name` stands for: `auto` depends on whether the calibration images are real and,
+    for synthetic ones, on the activation bits (reconstruction of the first blocks at ≤ 4)."""
     if name == AUTO:
-        return "strong" if real_images else "strong-synthetic"
+        if real_images:
+            return "strong"
+        return "strong-synthetic+recon" if a_bits <= AUTO_RECON_MAX_A_BITS else "strong-synthetic"
     get_preset(name)
     return name
 

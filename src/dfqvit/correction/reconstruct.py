@@ -8,6 +8,13 @@ quantized block's input mixes, element by element, the float and the quantized
 model's inputs (QDrop), which flattens the loss landscape and generalises better to
 images it did not see. After each block the rounding is made hard: the weights lie
 exactly on the quantizer's grid and the artefact stores them as integer codes.
+
+The objective is the block's squared output error, either plain (`mse`) or weighted per output
+element (`fisher`) by how much the float model's prediction depends on it — the diagonal of the
+Fisher information of the model's own, temperature-softened predictive distribution, averaged over
+the images (the Hessian-weighted objectives of BRECQ / APHQ-ViT / FIMA-Q, in the form that needs no
+labels). Plain MSE spends the rounding on every token alike; in a class-token model the last block's
+patch tokens never reach the head at all.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from ..quant.quantizers import UniformQuantizer
 from .distill import step_keeping_scales_positive
 
 ZETA, GAMMA = 1.1, -0.1  # AdaRound's stretch of the sigmoid, so h reaches exactly 0 and 1
+OBJECTIVES = ("mse", "fisher")
 
 
 @dataclass
@@ -40,6 +48,10 @@ class ReconstructOptions:
     drop_prob: float = 0.5  # QDrop: probability of feeding the float input element
     warmup: float = 0.2  # fraction of steps without the regulariser
     seed: int = 0
+    objective: str = "mse"  # or "fisher": squared error weighted by the float model's output sensitivity
+    fisher_temperature: float = 20.0  # softens the predictive distribution the labels are drawn from
+    fisher_draws: int = 4  # labels drawn per image for the Fisher estimate
+    first_blocks: int = 0  # reconstruct only the first N blocks (0 = all): on synthetic images the deep ones do not transfer
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -50,6 +62,12 @@ class ReconstructOptions:
             raise ConfigError(f"reconstruct drop probability must be in [0, 1], got {self.drop_prob}")
         if self.batch_size < 1:
             raise ConfigError(f"reconstruct batch size must be >= 1, got {self.batch_size}")
+        if self.first_blocks < 0:
+            raise ConfigError(f"reconstruct first blocks must be >= 0 (0 = all), got {self.first_blocks}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown reconstruction objective '{self.objective}' (choose from {', '.join(OBJECTIVES)})")
+        if not (math.isfinite(self.fisher_temperature) and self.fisher_temperature > 0) or self.fisher_draws < 1:
+            raise ConfigError("reconstruct Fisher temperature must be > 0 and its draws >= 1")
 
 
 class AdaRoundWeight(nn.Module):
@@ -88,23 +106,67 @@ def _block_inputs(model: nn.Module, block: nn.Module, images: torch.Tensor, batc
     return torch.cat(got)
 
 
+def fisher_weights(fp_model: nn.Module, fp_blocks: list[nn.Module], images: torch.Tensor, batch_size: int,
+                   temperature: float, draws: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Per block, E[(∂ log p_T(y|x) / ∂ z)²] over images x and labels y drawn from the float model's
+    own p_T (its logits / temperature), for every element z of the block's output; averaged over the
+    images (one weight per token and channel, as APHQ-ViT's mean Hessian) and scaled to mean 1, so
+    the weighted loss keeps the plain one's size. This is the diagonal of the Fisher information,
+    which equals the KL's Gauss-Newton Hessian: no labels, and no finite differences."""
+    outs: dict[int, torch.Tensor] = {}
+
+    def keep(i: int):
+        def hook(_m, _args, out):
+            outs[i] = out[0] if isinstance(out, tuple) else out
+        return hook
+
+    handles = [b.register_forward_hook(keep(i)) for i, b in enumerate(fp_blocks)]
+    sums: list[torch.Tensor | None] = [None] * len(fp_blocks)
+    try:
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].detach().clone().requires_grad_(True)  # a graph through activations
+            with torch.enable_grad():
+                logp = F.log_softmax(fp_model(x) / temperature, dim=-1)
+                taps = [outs[i] for i in range(len(fp_blocks))]
+                probs = logp.detach().exp().cpu()
+                for d in range(draws):
+                    y = torch.multinomial(probs, 1, generator=gen).to(logp.device)
+                    grads = torch.autograd.grad(logp.gather(1, y).sum(), taps, retain_graph=d < draws - 1)
+                    for i, g in enumerate(grads):
+                        sq = g.detach().pow(2).sum(0)
+                        sums[i] = sq if sums[i] is None else sums[i] + sq
+    finally:
+        for h in handles:
+            h.remove()
+    weights = []
+    for s in sums:
+        w = s / (len(images) * draws)
+        weights.append(w / w.mean().clamp_min(1e-30))
+    return weights
+
+
 def _act_scales(block: nn.Module) -> list[nn.Parameter]:
     return [m.scale for m in block.modules() if isinstance(m, UniformQuantizer) and m.channel_axis is None]
 
 
 def reconstruct_block(q_block: nn.Module, fp_block: nn.Module, x_q: torch.Tensor, x_fp: torch.Tensor,
-                      options: ReconstructOptions, gen: torch.Generator) -> dict[str, float]:
-    """Learn one block's rounding and activation steps; return its output MSE before and after."""
+                      options: ReconstructOptions, gen: torch.Generator,
+                      weight: torch.Tensor | None = None) -> dict[str, float]:
+    """Learn one block's rounding and activation steps against its (optionally `weight`ed) squared
+    output error; return that error per element before, at the end of training with soft rounding,
+    and after the rounding is made hard."""
     with torch.no_grad():
         target = torch.cat([fp_block(x_fp[i:i + options.batch_size]) for i in range(0, len(x_fp), options.batch_size)])
+    w = torch.ones(()) if weight is None else weight.to(x_q.device)
 
-    def output_mse() -> float:
+    def output_error() -> float:
         with torch.no_grad():
             outs = [q_block(x_q[i:i + options.batch_size]) for i in range(0, len(x_q), options.batch_size)]
-            return F.mse_loss(torch.cat(outs), target).item()
+            return ((torch.cat(outs) - target).pow(2) * w).mean().item()
 
     layers = [m for m in q_block.modules() if isinstance(m, _QuantWeighted)]
-    before = output_mse()
+    before = output_error()
+    soft = before
     for layer in layers:
         layer.weight_override = AdaRoundWeight(layer).to(x_q.device)
     scales = _act_scales(q_block)
@@ -124,11 +186,12 @@ def reconstruct_block(q_block: nn.Module, fp_block: nn.Module, x_q: torch.Tensor
                 keep_fp = torch.rand(inp.shape, generator=gen).to(inp.device) < options.drop_prob
                 inp = torch.where(keep_fp, x_fp[idx], inp)
             # BRECQ's weighting: squared error summed over a sample's outputs, averaged over samples
-            loss = (q_block(inp) - target[idx]).pow(2).flatten(1).sum(1).mean()
+            loss = ((q_block(inp) - target[idx]).pow(2) * w).flatten(1).sum(1).mean()
             if step >= warm:
                 beta = 20 + (2 - 20) * (step - warm) / max(options.steps - warm, 1)
                 loss = loss + options.round_weight * sum(layer.weight_override.regulariser(beta) for layer in layers)
             step_keeping_scales_positive(optim, loss, scales)
+        soft = output_error()
     finally:
         for g in groups:
             for p in g["params"]:
@@ -137,18 +200,24 @@ def reconstruct_block(q_block: nn.Module, fp_block: nn.Module, x_q: torch.Tensor
             for layer in layers:
                 layer.inner.weight.copy_(layer.weight_override(layer.inner.weight, hard=True))
                 layer.weight_override = None
-    return {"before": before, "after": output_mse()}
+    return {"before": before, "soft": soft, "after": output_error()}
 
 
 def reconstruct(qmodel: nn.Module, fp_model: nn.Module, images: torch.Tensor, options: ReconstructOptions,
                 progress: bool = True) -> list[dict[str, float]]:
-    """Reconstruct every block of a calibrated quantized model in forward order (in place)."""
+    """Reconstruct every block (or the first `options.first_blocks`) of a calibrated quantized model in
+    forward order (in place)."""
     gen = torch.Generator().manual_seed(options.seed)
-    q_blocks = [b for _, b in find_blocks(qmodel)]
-    fp_blocks = [b for _, b in find_blocks(fp_model)]
+    keep = options.first_blocks or None
+    q_blocks = [b for _, b in find_blocks(qmodel)][:keep]
+    fp_blocks = [b for _, b in find_blocks(fp_model)][:keep]
+    weights: list[torch.Tensor | None] = [None] * len(fp_blocks)
+    if options.objective == "fisher":
+        weights = fisher_weights(fp_model, fp_blocks, images, options.batch_size, options.fisher_temperature,
+                                 options.fisher_draws, gen)
     losses = []
-    for qb, fb in tqdm(list(zip(q_blocks, fp_blocks)), desc="reconstruct", disable=not progress, leave=False):
+    for qb, fb, w in tqdm(list(zip(q_blocks, fp_blocks, weights)), desc="reconstruct", disable=not progress, leave=False):
         x_q = _block_inputs(qmodel, qb, images, options.batch_size)
         x_fp = _block_inputs(fp_model, fb, images, options.batch_size)
-        losses.append(reconstruct_block(qb, fb, x_q, x_fp, options, gen))
+        losses.append(reconstruct_block(qb, fb, x_q, x_fp, options, gen, w))
     return losses
