@@ -34,26 +34,23 @@ VARIANTS = {
 }
 
 
-def block_io(model: torch.nn.Module, block: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    got: dict[str, list[torch.Tensor]] = {"i": [], "o": []}
+def block_outputs(model: torch.nn.Module, block: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    got: list[torch.Tensor] = []
 
-    def keep(_m, args, out) -> None:
-        got["i"].append(args[0])
-        got["o"].append(out)
+    def keep(_m, _args, out) -> None:
+        got.append(out)
 
     h = block.register_forward_hook(keep)
     with torch.no_grad():
         for s in range(0, len(images), 32):
             model(images[s:s + 32])
     h.remove()
-    return torch.cat(got["i"]), torch.cat(got["o"])
+    return torch.cat(got)
 
 
 def held_out_mse(qb, fb, q, fp, real) -> float:
     """The quantized block's output on the quantized model's inputs against the float block on the float inputs."""
-    _, out_q = block_io(q, qb, real)
-    _, out_f = block_io(fp, fb, real)
-    return (out_q - out_f).pow(2).mean().item()
+    return (block_outputs(q, qb, real) - block_outputs(fp, fb, real)).pow(2).mean().item()
 
 
 def kl(q, fp_logits, real) -> float:
@@ -104,8 +101,8 @@ def main() -> None:
         opts = ReconstructOptions(**{"steps": 100, "seed": 0, **VARIANTS[name]})
         q = copy.deepcopy(base)
         gen = torch.Generator().manual_seed(0)
-        qbs, fbs = [b for _, b in find_blocks(q)], [b for _, b in find_blocks(fp)]
-        weights = [None] * len(fbs)
+        qbs, fbs = [b for _, b in find_blocks(q)][:a.blocks], [b for _, b in find_blocks(fp)][:a.blocks]
+        weights = [None] * len(fbs)  # Fisher weights of the probed blocks only (the label draws do not depend on it)
         if opts.objective == "fisher":
             weights = fisher_weights(fp, fbs, views, 32, opts.fisher_temperature, opts.fisher_draws, gen)
         rows, t0 = [], time.perf_counter()

@@ -40,6 +40,8 @@ class Preset:
 
 STRONG = {"reparam": "postln", "softmax_quantizer": "auto", "gelu_quantizer": "auto", "act_search": "output",
           "weight_observer": "mse", "weight_rounding": "gptq"}
+# strong without the two parts synthetic images mislead, and with 4 calibration views per image
+STRONG_SYNTHETIC = {**STRONG, "weight_rounding": "nearest", "reparam_skip_blocks": 1, "calib_views": 4}
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("basic", {}, 0, "min-max per-channel weights (nearest), percentile per-tensor activations, log2 softmax"),
     Preset("strong", STRONG, 0,
@@ -48,11 +50,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("strong+recon", STRONG, 100,
            "strong + 100 steps of Fisher-weighted block reconstruction per block (lr 0.1)",
            reconstruct={"objective": "fisher", "lr": 0.1}),
-    Preset("strong-synthetic", {**STRONG, "weight_rounding": "nearest", "reparam_skip_blocks": 1, "calib_views": 4}, 0,
+    Preset("strong-synthetic", STRONG_SYNTHETIC, 0,
            "strong without GPTQ (MSE-searched weights rounded to nearest) and without reparameterizing block 0, "
            "and 4 crop/flip calibration views per image: for synthetic calibration images"),
-    Preset("strong-synthetic+recon", {**STRONG, "weight_rounding": "nearest", "reparam_skip_blocks": 1,
-                                      "calib_views": 4}, 100,
+    Preset("strong-synthetic+recon", STRONG_SYNTHETIC, 100,
            "strong-synthetic + 100 steps of block reconstruction in each of the first 3 blocks (deeper, where "
            "massive activations dominate the output error, it does not transfer from synthetic images)",
            reconstruct={"first_blocks": 3}),

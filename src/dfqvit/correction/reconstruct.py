@@ -157,7 +157,7 @@ def reconstruct_block(q_block: nn.Module, fp_block: nn.Module, x_q: torch.Tensor
     and after the rounding is made hard."""
     with torch.no_grad():
         target = torch.cat([fp_block(x_fp[i:i + options.batch_size]) for i in range(0, len(x_fp), options.batch_size)])
-    w = torch.ones(()) if weight is None else weight.to(x_q.device)
+    w = 1.0 if weight is None else weight.to(x_q.device)
 
     def output_error() -> float:
         with torch.no_grad():
@@ -166,7 +166,6 @@ def reconstruct_block(q_block: nn.Module, fp_block: nn.Module, x_q: torch.Tensor
 
     layers = [m for m in q_block.modules() if isinstance(m, _QuantWeighted)]
     before = output_error()
-    soft = before
     for layer in layers:
         layer.weight_override = AdaRoundWeight(layer).to(x_q.device)
     scales = _act_scales(q_block)
