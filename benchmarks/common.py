@@ -198,6 +198,11 @@ def augmented_views(images: torch.Tensor, n: int, seed: int = 0, scale: tuple[fl
     return torch.cat([images, views])
 
 
+def images_fingerprint(images: torch.Tensor) -> str:
+    """The first 12 hex digits of the images' SHA-1: cells calibrated on the same set share it."""
+    return hashlib.sha1(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:12]
+
+
 def cell_key(name: str, w_bits: int, a_bits: int, preset: str, seed: int) -> str:
     """A cell's key in a Results file: row|WxAy|preset|seedN (summarize splits it back)."""
     return f"{name}|W{w_bits}A{a_bits}|{preset}|seed{seed}"
@@ -250,6 +255,7 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                     out = cell(loaded, images, cfg, eval_x, eval_y, fp["logits"], r["acm"], r["acm_variant"],
                                distill, steps, device, seed, recon)
                     out["synthesis_s"] = syn_s
+                    out["images_sha1"] = images_fingerprint(images)  # which image set: a re-synthesis may differ
                     out["quantized_on"] = machine()["device"]  # a table may mix machines (images from a GPU)
                     results.put(key, out)
                     log(f"{key}: top-1 {out['top1']:.2f} agreement {out['agreement']:.2f} KL {out['kl']:.4f} "

@@ -50,6 +50,27 @@ def test_cli_run_writes_report_model_and_grid(tmp_path):
     assert not (tmp_path / "out.partial").exists()
 
 
+def test_python_default_run_options_at_4_bit_activations_take_what_the_cli_takes():
+    """`dfqvit run --a-bits 4` resolves auto to strong-synthetic+recon; the Python default at the same bits
+    must give the same quantizer and the same reconstruction, and refuse a quant= of other bits."""
+    import pytest
+
+    from dfqvit.errors import ConfigError
+    from dfqvit.pipeline import default_run_options
+    from dfqvit.presets import get_preset, quant_config
+    from dfqvit.quant.config import QuantConfig
+
+    low = default_run_options(w_bits=4, a_bits=4)
+    recon = get_preset("strong-synthetic+recon")
+    assert low.preset == "strong-synthetic+recon" and low.quant == quant_config(low.preset, w_bits=4, a_bits=4)
+    assert low.reconstruct_steps == recon.reconstruct_steps == 100 and low.reconstruct == {"first_blocks": 3}
+    default = default_run_options()  # QuantConfig's bits, as `dfqvit run` without --w-bits / --a-bits
+    assert (default.quant.w_bits, default.quant.a_bits) == (QuantConfig().w_bits, QuantConfig().a_bits)
+    assert default.preset == "strong-synthetic" and default.reconstruct_steps == 0
+    with pytest.raises(ConfigError, match="a_bits=4"):
+        default_run_options(quant=QuantConfig(w_bits=4, a_bits=4))
+
+
 def test_python_default_run_options_run_the_cli_default_combination(tmp_path):
     import json
 
