@@ -242,6 +242,7 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                         images, syn_s = calibration_images(loaded, method, opts, calib_folder, device)
                         if r.get("views"):
                             images = augmented_views(images, r["views"], seed)
+                        images_sha1 = images_fingerprint(images)  # which image set: a re-synthesis may differ
                     extra = (preset_overrides or {}).get(preset, {})
                     # the tables' cells were measured on the calibration images alone; views only where named
                     cfg = quant_config(extra.get("base", preset), w_bits=w, a_bits=a,
@@ -255,7 +256,7 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                     out = cell(loaded, images, cfg, eval_x, eval_y, fp["logits"], r["acm"], r["acm_variant"],
                                distill, steps, device, seed, recon)
                     out["synthesis_s"] = syn_s
-                    out["images_sha1"] = images_fingerprint(images)  # which image set: a re-synthesis may differ
+                    out["images_sha1"] = images_sha1
                     out["quantized_on"] = machine()["device"]  # a table may mix machines (images from a GPU)
                     results.put(key, out)
                     log(f"{key}: top-1 {out['top1']:.2f} agreement {out['agreement']:.2f} KL {out['kl']:.4f} "

@@ -45,7 +45,7 @@ def extra_columns(results: Results, cols: list[str]) -> list[str]:
     """Bit settings measured but not among the table's fixed columns (diagnostics such as W3A4),
     so no cell in the JSON is missing from its markdown."""
     seen = {c for table in summarize(results).values() for cells in table.values() for c in cells}
-    return bit_order([c for c in seen - set(cols) if re.fullmatch(r"W\d+A\d+", c)])
+    return [c for c in seen - set(cols) if re.fullmatch(r"W\d+A\d+", c)]
 
 
 def bit_order(cols: list[str]) -> list[str]:

@@ -197,7 +197,7 @@ def swap_table() -> str:
     rows += [(k.split("|")[0], v) for k, v in cells.items() if k.endswith("|W4A8")]  # the W4A4 ones: lowbit
     rows += [("all stages on real images", base.get("real|W4A8|strong − GPTQ|seed0"))]
     lines = ["| W4A8, strong − GPTQ, no ACM | top-1 / agreement / KL |", "| --- | --- |"]
-    lines += [f"| {name} | {v['top1']:.1f} / {v['agreement']:.1f} / {v['kl']:.3f} |" for name, v in rows if v]
+    lines += [f"| {name} | {cell(v)} |" for name, v in rows if v]
     return "\n".join(lines)
 
 
@@ -226,7 +226,7 @@ def swap_table_w4a4() -> str:
     if not rows:
         return "(not measured yet)"
     lines = ["| W4A4, strong − GPTQ, no ACM, DFQ-ViT images | top-1 / agreement / KL |", "| --- | --- |"]
-    lines += [f"| {name} | {v['top1']:.1f} / {v['agreement']:.1f} / {v['kl']:.3f} |" for name, v in rows]
+    lines += [f"| {name} | {cell(v)} |" for name, v in rows]
     return "\n".join(lines)
 
 
@@ -240,8 +240,7 @@ def swap_groups_table() -> str:
         return "(not measured yet)"
     lines = ["| W4A4, strong-synthetic (4 views, no reconstruction) | quantizers | top-1 / agreement / KL |",
              "| --- | --- | --- |"]
-    lines += [f"| {name} | {v.get('quantizers', '–')} | {v['top1']:.1f} / {v['agreement']:.1f} / {v['kl']:.3f} |"
-              for name, v in rows]
+    lines += [f"| {name} | {v.get('quantizers', '–')} | {cell(v)} |" for name, v in rows]
     return "\n".join(lines)
 
 
