@@ -82,6 +82,11 @@ VARIANTS = {
                                                         "reconstruct": {"objective": "fisher", "lr": 0.1}},
     "strong-synthetic+recon, no views, 300 steps": {"base": "strong-synthetic+recon", "calib_views": 1,
                                                     "reconstruct_steps": 300},
+    # do PSAQ-ViT's images carry the reconstruction deeper than DFQ-ViT's (whose blocks 3+ do not transfer)?
+    "strong-synthetic+recon, first 6 blocks": {"base": "strong-synthetic+recon", "calib_views": 4,
+                                               "reconstruct": {"first_blocks": 6}},
+    "strong-synthetic+recon, every block": {"base": "strong-synthetic+recon", "calib_views": 4,
+                                            "reconstruct": {"first_blocks": 0}},
     "strong+recon, fisher": {"base": "strong+recon"},
     "strong+recon, fisher, 300 steps": {"base": "strong+recon", "reconstruct_steps": 300},
     "strong+recon, fisher + 4 views": {"base": "strong+recon", "calib_views": 4},
@@ -94,7 +99,9 @@ ROWS = [row("real", "real"), row("dfq-vit", "dfq-vit"), row("psaq", "psaq"), row
         {**row("dfq-vit + distillation", "dfq-vit", distill=200), "distill_terms": ("logits", "attention")},
         # the synthesis augmentations as calibration views: 32 images + 96 random-resized crops / flips of them
         {**row("dfq-vit, 32 images as 128 crop/flip views", "dfq-vit"), "views": 128},
-        {**row("real, 32 images as 128 crop/flip views", "real"), "views": 128}]
+        {**row("real, 32 images as 128 crop/flip views", "real"), "views": 128},
+        # more images without another synthesis: the DFQ-ViT and PSAQ-ViT sets together (64 images)
+        {**row("dfq-vit + psaq (64 images)", "dfq-vit"), "also": ("psaq",)}]
 
 
 def main() -> None:

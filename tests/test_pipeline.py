@@ -44,8 +44,8 @@ def test_cli_run_writes_report_model_and_grid(tmp_path):
     import json
 
     report = json.loads((out / "report.json").read_text())
-    # the default data-free combination: DFQ-ViT images, preset auto → strong-synthetic, no ACM
-    assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic"
+    # the default data-free combination: DFQ-ViT images, preset auto → strong-synthetic+recon at W4A8, no ACM
+    assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic+recon"
     assert report["quantize"]["acm_every"] == 0 and not report["quantize"]["acm_blocks"]
     assert not (tmp_path / "out.partial").exists()
 
@@ -66,7 +66,9 @@ def test_python_default_run_options_at_4_bit_activations_take_what_the_cli_takes
     assert low.reconstruct_steps == recon.reconstruct_steps == 100 and low.reconstruct == {"first_blocks": 3}
     default = default_run_options()  # QuantConfig's bits, as `dfqvit run` without --w-bits / --a-bits
     assert (default.quant.w_bits, default.quant.a_bits) == (QuantConfig().w_bits, QuantConfig().a_bits)
-    assert default.preset == "strong-synthetic" and default.reconstruct_steps == 0
+    assert default.preset == "strong-synthetic+recon" and default.reconstruct_steps == 100  # 4-bit weights
+    six = default_run_options(w_bits=6, a_bits=6)
+    assert six.preset == "strong-synthetic" and six.reconstruct_steps == 0 and six.reconstruct == {}
     with pytest.raises(ConfigError, match="a_bits=4"):
         default_run_options(quant=QuantConfig(w_bits=4, a_bits=4))
 
@@ -82,5 +84,5 @@ def test_python_default_run_options_run_the_cli_default_combination(tmp_path):
                                progress=False)
     run(opts)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic"
+    assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic+recon"
     assert report["quantize"]["acm_every"] == 0 and not report["quantize"]["acm_blocks"]

@@ -258,18 +258,21 @@ def test_the_auto_preset_uses_gptq_only_with_real_images():
     from dfqvit.presets import resolve_preset
 
     parse = build_parser().parse_args
-    assert _preset(parse(["run"])) == "strong-synthetic"
-    assert _preset(parse(["run", "--method", "real"])) == "strong"
-    assert _preset(parse(["quantize", "--images", "syn/"])) == "strong-synthetic"
-    assert _preset(parse(["quantize", "--calib-data", "calib/"])) == "strong"
+    six = ["--w-bits", "6", "--a-bits", "6"]
+    assert _preset(parse(["run", *six])) == "strong-synthetic"
+    assert _preset(parse(["run", "--method", "real", *six])) == "strong"
+    assert _preset(parse(["quantize", "--images", "syn/", *six])) == "strong-synthetic"
+    assert _preset(parse(["quantize", "--calib-data", "calib/", "--w-bits", "8"])) == "strong"
     assert _preset(parse(["run", "--method", "real", "--preset", "basic"])) == "basic"
-    # at ≤ 4-bit activations synthetic images also get the first blocks reconstructed; real images never
-    assert _preset(parse(["run", "--a-bits", "4"])) == "strong-synthetic+recon"
+    # at ≤ 4-bit weights or activations: block reconstruction (synthetic images: the first blocks only)
+    assert _preset(parse(["run"])) == "strong-synthetic+recon"  # the default W4A8
+    assert _preset(parse(["run", "--w-bits", "8", "--a-bits", "4"])) == "strong-synthetic+recon"
     assert _preset(parse(["quantize", "--images", "syn/", "--a-bits", "3"])) == "strong-synthetic+recon"
-    assert _preset(parse(["run", "--method", "real", "--a-bits", "4"])) == "strong"
+    assert _preset(parse(["run", "--method", "real", "--a-bits", "4"])) == "strong+recon"
+    assert _preset(parse(["quantize", "--calib-data", "calib/"])) == "strong+recon"
     assert _preset(parse(["run", "--a-bits", "4", "--preset", "strong-synthetic"])) == "strong-synthetic"
-    assert quant_config(resolve_preset("auto", False)).weight_rounding == "nearest"
-    assert quant_config(resolve_preset("auto", True)).weight_rounding == "gptq"
+    assert quant_config(resolve_preset("auto", False, w_bits=8)).weight_rounding == "nearest"
+    assert quant_config(resolve_preset("auto", True, w_bits=4)).weight_rounding == "gptq"
     differs = {k for k, v in quant_config("strong-synthetic").to_dict().items()
                if v != quant_config("strong").to_dict()[k]}
     assert differs == {"weight_rounding", "reparam_skip_blocks", "calib_views"}  # views: synthetic images only

@@ -26,7 +26,7 @@ def test_the_default_combination_is_the_one_the_readme_names():
 
     api = default_run_options()
     assert (api.method, api.synthesis.num_images, api.acm_every) == (method, images, every)
-    assert api.preset == resolve_preset(preset, real_images=False)
+    assert api.preset == resolve_preset(preset, real_images=False, w_bits=api.quant.w_bits, a_bits=api.quant.a_bits)
     # naming the method gives it as published (DFQ-ViT: ACM every block, the papers' 32 images)
     named = apply_default_combination(build_parser().parse_args(["run", "--method", method]))
     assert named.acm_every is None and get_method(method).acm_every == 1 and named.num_images == 32

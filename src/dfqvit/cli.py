@@ -81,7 +81,8 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("quantization (unset options take the preset's value)")
     g.add_argument("--preset", default=DEFAULT_PRESET, choices=[AUTO, *PRESETS],
-                   help="quantizer preset; auto: strong for real calibration images, strong-synthetic (no GPTQ) otherwise")
+                   help="quantizer preset; auto: strong for real calibration images, strong-synthetic (no GPTQ) otherwise, "
+                        "each +recon (block reconstruction) at <= 4-bit weights or activations")
     g.add_argument("--w-bits", type=int, default=4, help="weight bits, 2..8")
     g.add_argument("--a-bits", type=int, default=8, help="activation bits, 2..8")
     g.add_argument("--head-bits", type=int, default=8, help="classifier weight and input bits")
@@ -151,7 +152,7 @@ def _preset(a: argparse.Namespace) -> str:
         real = a.images is None
     else:
         real = a.method == "real"
-    return resolve_preset(a.preset, real, getattr(a, "a_bits", 8))
+    return resolve_preset(a.preset, real, w_bits=getattr(a, "w_bits", 8), a_bits=getattr(a, "a_bits", 8))
 
 
 def _quant_config(a: argparse.Namespace):

@@ -65,8 +65,8 @@ class RunOptions:
 def default_run_options(w_bits: int = QuantConfig.w_bits, a_bits: int = QuantConfig.a_bits,
                         **overrides: Any) -> RunOptions:
     """The best data-free combination measured, as `dfqvit run` without --method runs it: DFQ-ViT
-    images, 128 of them, the `auto` preset at these bits (strong-synthetic; at ≤ 4-bit activations
-    strong-synthetic+recon, with its reconstruction of the first blocks), no ACM.
+    images, 128 of them, the `auto` preset at these bits (strong-synthetic; at ≤ 4-bit weights or
+    activations strong-synthetic+recon, with its reconstruction of the first blocks), no ACM.
     RunOptions() alone keeps each method as published (32 images, the method's own ACM)."""
     from .presets import DEFAULT_PRESET, get_preset, quant_config, resolve_preset
 
@@ -74,7 +74,7 @@ def default_run_options(w_bits: int = QuantConfig.w_bits, a_bits: int = QuantCon
     if quant is not None and (quant.w_bits, quant.a_bits) != (w_bits, a_bits):
         raise ConfigError(f"quant= is W{quant.w_bits}A{quant.a_bits} but the preset was chosen for W{w_bits}A{a_bits}: "
                           f"pass default_run_options(w_bits={quant.w_bits}, a_bits={quant.a_bits}, ...)")
-    preset = resolve_preset(DEFAULT_PRESET, real_images=False, a_bits=a_bits)
+    preset = resolve_preset(DEFAULT_PRESET, real_images=False, w_bits=w_bits, a_bits=a_bits)
     chosen = get_preset(preset)
     base: dict[str, Any] = {"method": DEFAULT_METHOD, "acm_every": DEFAULT_ACM_EVERY, "preset": preset,
                             "quant": quant_config(preset, w_bits=w_bits, a_bits=a_bits),

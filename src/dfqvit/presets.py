@@ -7,8 +7,8 @@ PTQ4ViT's twin-uniform post-GELU — AdaLog's adaptive-log grid at ≤ 4 bits, w
 ViT-Tiny's data-free W4A4 from 20.2 to 35.7 % — and output-aware range search, MSE-searched GPTQ
 weights); `strong+recon` adds Fisher-weighted block reconstruction (real W4A4 57.6 → 62.4 %; with
 plain MSE, its objective until 2026-12-02, 57.8), `strong-synthetic+recon` adds plain-MSE reconstruction to
-`strong-synthetic` in the first 3 blocks only (ImageNet ViT-Tiny, 32 DFQ-ViT images, W4A4: 39.0 →
-42.6 %; all 12 blocks collapse it to 20.0). `strong-synthetic` is `strong` without GPTQ and
+`strong-synthetic` in the first 3 blocks only (ImageNet ViT-Tiny, 32 DFQ-ViT images, W4A4: 37.6 →
+42.6 % on the same images; all 12 blocks collapse it to 20.0). `strong-synthetic` is `strong` without GPTQ and
 without reparameterizing the first block, the two parts that trust statistics synthetic
 images get wrong: GPTQ fits the rounding to the calibration images' input covariance, and the
 first block's post-LayerNorm channel scales follow low-level image statistics (measured on the
@@ -16,8 +16,8 @@ ImageNet ViT-Tiny at W4A8 with DFQ-ViT images: GPTQ −0.8 points where real ima
 block 0's scales −4.3 points; see docs/results.md); it also calibrates on 4 crop/flip views of each
 image (32 DFQ-ViT images: W4A4 35.7 → 39.0 %, W4A8 70.4 → 72.0, W8A8 80.2 → 81.0, KL 7-17 % lower at
 every width; until 2026-12-02 only at ≤ 4-bit activations). `auto`, the default, picks
-`strong` for real calibration images and `strong-synthetic` for everything else, with the
-reconstruction of the first 3 blocks (`strong-synthetic+recon`) at ≤ 4-bit activations.
+`strong` for real calibration images and `strong-synthetic` for everything else, and at ≤ 4-bit
+weights or activations their reconstruction presets (`strong+recon`, `strong-synthetic+recon`).
 The README's quantizer table measures each part and the presets.
 """
 from __future__ import annotations
@@ -58,18 +58,23 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "massive activations dominate the output error, it does not transfer from synthetic images)",
            reconstruct={"first_blocks": 3}),
 )}
-AUTO = "auto"  # strong with real images, strong-synthetic otherwise (+recon at ≤ 4-bit activations)
-AUTO_RECON_MAX_A_BITS = 4  # measured: ImageNet ViT-Tiny W4A4 39.0 → 42.6 %; above, not measured, and 3-4 min more
+AUTO = "auto"  # strong with real images, strong-synthetic otherwise; +recon at ≤ 4-bit weights or activations
+# measured (docs/results.md): ImageNet ViT-Tiny, synthetic W4A4 37.6 → 42.6 %, W4A8 72.0 → 73.0 (KL -15 %), the
+# CIFAR DeiT and Swin W4A8 KL -20 %; real W4A4 57.6 → 62.4, W4A8 75.3 → 76.8, the CIFAR DeiT the same within chance;
+# the embedded digits model W4A8 KL halved. At 6 and 8 bits not measured.
+AUTO_RECON_MAX_BITS = 4
 DEFAULT_PRESET = AUTO
 
 
-def resolve_preset(name: str, real_images: bool, a_bits: int = 8) -> str:
-    """The preset `name` stands for: `auto` depends on whether the calibration images are real and,
-    for synthetic ones, on the activation bits (reconstruction of the first blocks at ≤ 4)."""
+def resolve_preset(name: str, real_images: bool, *, w_bits: int = 8, a_bits: int = 8) -> str:
+    """The preset `name` stands for: `auto` depends on whether the calibration images are real and on
+    the bits (block reconstruction at ≤ 4-bit weights or activations: every block, Fisher-weighted,
+    with real images; the first 3 blocks with synthetic ones)."""
     if name == AUTO:
+        low = min(w_bits, a_bits) <= AUTO_RECON_MAX_BITS
         if real_images:
-            return "strong"
-        return "strong-synthetic+recon" if a_bits <= AUTO_RECON_MAX_A_BITS else "strong-synthetic"
+            return "strong+recon" if low else "strong"
+        return "strong-synthetic+recon" if low else "strong-synthetic"
     get_preset(name)
     return name
 
