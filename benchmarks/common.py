@@ -243,6 +243,8 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                         for other in r.get("also", ()):  # more images without new synthesis: cached sets joined
                             more, more_s = calibration_images(loaded, get_method(other), opts, calib_folder, device)
                             images, syn_s = torch.cat([images, more]), syn_s + more_s
+                        if r.get("first"):  # a subset of the set: the same images, fewer of them
+                            images = images[:r["first"]]
                         if r.get("views"):
                             images = augmented_views(images, r["views"], seed)
                         images_sha1 = images_fingerprint(images)  # which image set: a re-synthesis may differ

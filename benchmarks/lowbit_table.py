@@ -101,7 +101,12 @@ ROWS = [row("real", "real"), row("dfq-vit", "dfq-vit"), row("psaq", "psaq"), row
         {**row("dfq-vit, 32 images as 128 crop/flip views", "dfq-vit"), "views": 128},
         {**row("real, 32 images as 128 crop/flip views", "real"), "views": 128},
         # more images without another synthesis: the DFQ-ViT and PSAQ-ViT sets together (64 images)
-        {**row("dfq-vit + psaq (64 images)", "dfq-vit"), "also": ("psaq",)}]
+        {**row("dfq-vit + psaq (64 images)", "dfq-vit"), "also": ("psaq",)},
+        # with --num-images N: the first 32 of the N images (is it the number of images or how they were made?)
+        {**row("psaq, first 32 images", "psaq"), "first": 32},
+        {**row("psaq + distillation", "psaq", distill=200), "distill_terms": ("logits", "attention")},
+        {**row("psaq, first 32 images + distillation", "psaq", distill=200), "distill_terms": ("logits", "attention"),
+         "first": 32}]
 
 
 def main() -> None:

@@ -279,11 +279,11 @@ HEADLINE = [
         "W6A6": ("imagenet_gpu", "dfq-vit without ACM", "strong-synthetic", "†"),
         "W4A8": ("lowbit_imagenet", "dfq-vit", "strong-synthetic+recon", "†"),
         "W4A4": ("lowbit_imagenet", "dfq-vit", "strong-synthetic+recon", "†")}),
-    ("dfqvit, 32 real `calib/` images (preset auto → strong, +recon at ≤ 4 bits)", {
+    ("dfqvit, real `calib/` images: `--method real` (preset auto → strong on 32, +recon on 128 at ≤ 4 bits)", {
         "W8A8": ("quantizer_imagenet", "real", "strong", ""), "W6A6": ("quantizer_imagenet", "real", "strong", ""),
-        # the cells of today's strong+recon (Fisher-weighted, lr 0.1, the post-GELU quantizer auto picks)
-        "W4A8": ("lowbit_imagenet", "real", "strong+recon, fisher", ""),
-        "W4A4": ("lowbit_imagenet", "real", "strong + adalog + fisher recon, lr 0.1", "")}),
+        # today's strong+recon (Fisher-weighted, lr 0.1) on the 128 images it takes by default
+        "W4A8": ("lowbit_imagenet-n128", "real", "strong+recon, fisher", ""),
+        "W4A4": ("lowbit_imagenet-n128", "real", "strong+recon, fisher", "")}),
 ]
 PEERS = [  # (label, results file, column → cell name)
     ("RepQ-ViT's own code, 32 real images (head at the W/A bits)", "peers_repq_vit",

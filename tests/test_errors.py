@@ -194,7 +194,7 @@ def test_cli_basics_version_models_and_defaults_in_help(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    for option, default in (("--num-images", "32, the papers'; 128 for `run` without --method"), ("--iterations", "500"), ("--lr", "0.2"), ("--out", "dfqvit-out"),
+    for option, default in (("--num-images", "32, the papers'; 128 for `run` without --method and for real images under strong+recon"), ("--iterations", "500"), ("--lr", "0.2"), ("--out", "dfqvit-out"),
                             ("--seed", "0"), ("--preset", "auto"), ("--method", "dfq-vit")):
         entry = rf"{option} [A-Z_{{}},+\-a-z0-9]+ (?:(?! --[a-z]).)*?\(default: {re.escape(default)}\)"  # its own entry
         assert re.search(entry, help_text), option

@@ -278,6 +278,24 @@ def test_the_auto_preset_uses_gptq_only_with_real_images():
     assert differs == {"weight_rounding", "reparam_skip_blocks", "calib_views"}  # views: synthetic images only
 
 
+def test_real_images_under_strong_recon_default_to_128_and_every_other_case_keeps_its_count():
+    from dfqvit.cli import apply_default_combination, build_parser
+
+    def count(*argv: str) -> int:
+        return apply_default_combination(build_parser().parse_args(list(argv))).num_images
+
+    assert count("run", "--method", "real") == 128  # W4A8: auto → strong+recon
+    assert count("run", "--method", "real", "--a-bits", "4", "--preset", "strong+recon") == 128
+    assert count("quantize", "--calib-data", "calib/", "--a-bits", "4") == 128
+    assert count("run", "--method", "real", "--w-bits", "8", "--a-bits", "8") == 32  # auto → strong
+    assert count("run", "--method", "real", "--reconstruct-steps", "0") == 32  # no reconstruction
+    assert count("run", "--method", "real", "--preset", "strong") == 32
+    assert count("run", "--method", "psaq", "--preset", "strong+recon") == 32  # synthetic: the papers' 32
+    assert count("quantize", "--images", "syn/", "--calib-data", "calib/") == 32  # refused later: either, not both
+    assert count("run", "--method", "real", "--num-images", "8") == 8  # a given count is kept
+    assert count("run") == 128  # the default data-free run: its own 128
+
+
 def test_reparameterization_can_leave_the_first_blocks_per_tensor(tiny, calib, digits_heldout):
     x = digits_heldout[0][:32]
     q = QuantizedViT(tiny.model, QuantConfig(reparam="postln", reparam_skip_blocks=1))

@@ -56,7 +56,8 @@ def _synthesis_args(p: argparse.ArgumentParser) -> None:
                         "dfq-vit images, 128 of them, preset auto, no ACM (the best data-free combination measured)")
     g.add_argument("--calib-data", default=None, help="ImageNet-layout folder for --method real")
     g.add_argument("--num-images", type=int, default=None,
-                   help="calibration images to make or take (default: 32, the papers'; 128 for `run` without --method)")
+                   help="calibration images to make or take (default: 32, the papers'; 128 for `run` without --method "
+                        "and for real images under strong+recon)")
     g.add_argument("--batch-size", type=int, default=32, help="images optimised together")
     g.add_argument("--iterations", type=int, default=500, help="per round")
     g.add_argument("--lr", type=float, default=0.2, help="Adam learning rate of the images")
@@ -148,11 +149,14 @@ def _preset(a: argparse.Namespace) -> str:
     """The preset name, `auto` resolved by the calibration source: real images or not."""
     from .presets import resolve_preset
 
+    return resolve_preset(a.preset, _real_calibration(a), w_bits=getattr(a, "w_bits", 8),
+                          a_bits=getattr(a, "a_bits", 8))
+
+
+def _real_calibration(a: argparse.Namespace) -> bool:
     if hasattr(a, "images"):  # `quantize`: synthetic images from --images, else real ones
-        real = a.images is None
-    else:
-        real = a.method == "real"
-    return resolve_preset(a.preset, real, w_bits=getattr(a, "w_bits", 8), a_bits=getattr(a, "a_bits", 8))
+        return a.images is None
+    return getattr(a, "method", None) == "real"
 
 
 def _quant_config(a: argparse.Namespace):
@@ -559,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(q); _quant_args(q)
     q.add_argument("--images", default=None, help="the output folder of `dfqvit synthesize` (or a synthetic.pt)")
     q.add_argument("--calib-data", default=None, help="ImageNet-layout folder of real calibration images")
-    q.add_argument("--num-images", type=int, default=32, help="real images taken from --calib-data")
+    q.add_argument("--num-images", type=int, default=None,
+                   help="real images taken from --calib-data (default: 32; 128 when the preset is strong+recon)")
     _out_args(q, "dfqvit-quantized")
     q.set_defaults(fn=cmd_quantize)
     e = sub.add_parser("evaluate", help="top-1 / top-5 / agreement / KL of a float or saved quantized model",
@@ -622,12 +627,16 @@ def apply_default_combination(args: argparse.Namespace) -> argparse.Namespace:
     images cost 2 points at W4A8 and 128 images gained 2 over 32; see the README). Naming --method
     gives that method as published, on the papers' 32 images."""
     from .pipeline import DEFAULT_ACM_EVERY, DEFAULT_NUM_IMAGES, PAPERS_NUM_IMAGES
+    from .presets import RECON_REAL_IMAGES
 
     default_run = args.verb == "run" and not getattr(args, "method_named", False)
     if default_run and args.acm_every is None:
         args.acm_every = DEFAULT_ACM_EVERY
     if getattr(args, "num_images", 0) is None:
         args.num_images = DEFAULT_NUM_IMAGES if default_run else PAPERS_NUM_IMAGES
+        reconstructs = getattr(args, "reconstruct_steps", None) != 0
+        if hasattr(args, "preset") and _real_calibration(args) and reconstructs and _preset(args) == "strong+recon":
+            args.num_images = RECON_REAL_IMAGES  # real images, reconstructed: 128 (the knee measured on ImageNet)
     return args
 
 
