@@ -634,8 +634,8 @@ def apply_default_combination(args: argparse.Namespace) -> argparse.Namespace:
         args.acm_every = DEFAULT_ACM_EVERY
     if getattr(args, "num_images", 0) is None:
         args.num_images = DEFAULT_NUM_IMAGES if default_run else PAPERS_NUM_IMAGES
-        reconstructs = getattr(args, "reconstruct_steps", None) != 0
-        if hasattr(args, "preset") and _real_calibration(args) and reconstructs and _preset(args) == "strong+recon":
+        if hasattr(args, "preset") and _real_calibration(args) and _preset(args) == "strong+recon" \
+                and _reconstruct_steps(args) > 0:
             args.num_images = RECON_REAL_IMAGES  # real images, reconstructed: 128 (the knee measured on ImageNet)
     return args
 
