@@ -39,8 +39,11 @@ def shared(path: str) -> Path:
 
 
 def machine() -> dict[str, Any]:
+    """Where a cell ran. The CPU's vector unit is part of it: the same seed gives the same synthetic images on
+    one machine, not always across them (the ImageNet DFQ-ViT set re-synthesized on 2026-12-03 differed)."""
     return {"device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else
-            f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)",
+            f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+            f"{torch.backends.cpu.get_cpu_capability()})",
             "torch": torch.__version__, "platform": platform.platform()}
 
 

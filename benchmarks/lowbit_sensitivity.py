@@ -57,6 +57,12 @@ def main() -> None:
     q, _ = api.quantize(loaded, calib, quant_config(a.preset, w_bits=w, a_bits=act), progress=False)
     seconds = time.perf_counter() - t0
     groups = _groups(q)
+    # GPTQ writes its rounding into the weights, so a weight quantizer put in float leaves them on the grid: the
+    # float weights are the same pipeline's with nearest rounding (calibration and search run before GPTQ)
+    twin, _ = api.quantize(loaded, calib, quant_config(a.preset, w_bits=w, a_bits=act, weight_rounding="nearest"),
+                           progress=False)
+    float_weights = {n: m.inner.weight.detach().clone() for n, m in twin.named_modules()
+                     if isinstance(m, QuantLinear) and ".blocks." in f".{n}"}
     for group in ["none", *groups, "block weights"]:
         key = f"{a.source}|W{w}A{act}|{a.preset}|{group} in float"
         if results.has(key):
@@ -66,17 +72,21 @@ def main() -> None:
         for m in touched:
             m.mode = "float"
         if group == "block weights":  # the weights in float: their share of the loss
-            layers = [m for n, m in q.named_modules() if isinstance(m, QuantLinear) and ".blocks." in f".{n}"]
-            for m in layers:
+            layers = [(n, m) for n, m in q.named_modules() if isinstance(m, QuantLinear) and ".blocks." in f".{n}"]
+            rounded = {n: m.inner.weight.detach().clone() for n, m in layers}
+            for n, m in layers:
                 m.weight_quantizer.mode = "float"
+                m.inner.weight.data.copy_(float_weights[n])
         ev = api.evaluate(q, loaded, (x, y), progress=False, fp_logits=fp["logits"])
         for m, mode in saved:
             m.mode = mode
         if group == "block weights":
-            for m in layers:
+            for n, m in layers:
                 m.weight_quantizer.mode = "quant"
+                m.inner.weight.data.copy_(rounded[n])
         results.put(key, {"top1": ev["top1"], "agreement": ev["agreement_top1"], "kl": ev["kl_to_fp"],
-                          "quantizers": len(touched), "quantize_s": seconds})
+                          "quantizers": len(layers) if group == "block weights" else len(touched),
+                          "quantize_s": seconds})
         print(f"{key}: top-1 {ev['top1']:.1f} agreement {ev['agreement_top1']:.1f} KL {ev['kl_to_fp']:.3f}", flush=True)
 
 

@@ -72,27 +72,38 @@ VARIANTS = {
         "reconstruct": {"first_blocks": 7}},
     "strong + adalog + fisher recon, lr 0.1": {"base": "strong", "gelu_quantizer": "adalog", "reconstruct_steps": 100,
                                                "reconstruct": {"objective": "fisher", "lr": 0.1}},
-    # today's presets as they stand (run_grid calibrates on the images alone unless a variant names its views)
+    # the presets as they stood on 2026-12-02 (run_grid calibrates on the images alone unless a variant names its
+    # views); `strong-synthetic+recon` then reconstructed the first 3 blocks, since 2026-12-03 the first 6
     "strong-synthetic, no recon": {"base": "strong-synthetic", "calib_views": 4},
-    "strong-synthetic+recon": {"base": "strong-synthetic+recon", "calib_views": 4},
+    "strong-synthetic+recon": {"base": "strong-synthetic+recon", "calib_views": 4, "reconstruct": {"first_blocks": 3}},
     "strong-synthetic+recon, 300 steps": {"base": "strong-synthetic+recon", "calib_views": 4,
-                                          "reconstruct_steps": 300},
-    "strong-synthetic+recon, no views": {"base": "strong-synthetic+recon", "calib_views": 1},
+                                          "reconstruct_steps": 300, "reconstruct": {"first_blocks": 3}},
+    "strong-synthetic+recon, no views": {"base": "strong-synthetic+recon", "calib_views": 1,
+                                         "reconstruct": {"first_blocks": 3}},
     "strong-synthetic+recon, no views, fisher lr 0.1": {"base": "strong-synthetic+recon", "calib_views": 1,
-                                                        "reconstruct": {"objective": "fisher", "lr": 0.1}},
+                                                        "reconstruct": {"objective": "fisher", "lr": 0.1,
+                                                                        "first_blocks": 3}},
     "strong-synthetic+recon, no views, 300 steps": {"base": "strong-synthetic+recon", "calib_views": 1,
-                                                    "reconstruct_steps": 300},
-    # do PSAQ-ViT's images carry the reconstruction deeper than DFQ-ViT's (whose blocks 3+ do not transfer)?
+                                                    "reconstruct_steps": 300, "reconstruct": {"first_blocks": 3}},
+    # do PSAQ-ViT's images carry the reconstruction deeper than DFQ-ViT's (whose blocks 3+ do not transfer)? (the
+    # preset since 2026-12-03)
     "strong-synthetic+recon, first 6 blocks": {"base": "strong-synthetic+recon", "calib_views": 4,
                                                "reconstruct": {"first_blocks": 6}},
     "strong-synthetic+recon, every block": {"base": "strong-synthetic+recon", "calib_views": 4,
                                             "reconstruct": {"first_blocks": 0}},
+    # every reconstruction step on a new crop/flip of its images (block inputs recomputed), not fixed inputs
+    "strong-synthetic+recon, first 6 blocks, fresh views": {"base": "strong-synthetic+recon", "calib_views": 4,
+                                                            "reconstruct": {"first_blocks": 6, "fresh_views": True}},
     "strong+recon, fisher": {"base": "strong+recon"},
     "strong+recon, fisher, 300 steps": {"base": "strong+recon", "reconstruct_steps": 300},
     "strong+recon, fisher + 4 views": {"base": "strong+recon", "calib_views": 4},
     "strong-synthetic+recon + compensation": {"base": "strong-synthetic", "act_compensation": "ridge",
                                               "reconstruct_steps": 100, **TWIN},
 }
+# the reconstruction variants were measured on fixed block inputs, before the preset took fresh views (2026-12-03)
+for _v in VARIANTS.values():
+    if _v.get("base") == "strong-synthetic+recon":
+        _v["reconstruct"] = {"fresh_views": False, **_v.get("reconstruct", {})}
 ROWS = [row("real", "real"), row("dfq-vit", "dfq-vit"), row("psaq", "psaq"), row("mimiq", "mimiq"),
         row("sardfq", "sardfq"),
         # MimiQ's protocol on DFQ-ViT's images: 200 steps of logit + head-wise attention distillation

@@ -100,6 +100,18 @@ REAL_COUNT_ROWS = [  # (label, preset, [(results file, variant), ...]): real cal
 ]
 
 
+FRESH_ROWS = [  # (label, quantizer variant, row) of lowbit_imagenet-resyn.json: one DFQ-ViT set, three reconstructions
+    ("dfq-vit", "strong-synthetic, no recon", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic+recon, first 6 blocks", "dfq-vit"),
+    ("dfq-vit", "strong-synthetic+recon, first 6 blocks, fresh views", "dfq-vit"),
+]
+
+
+def fresh_views_table() -> str:
+    """Reconstruction on fixed inputs against a new crop/flip of the images every step, on one image set."""
+    return table("lowbit_imagenet-resyn", FRESH_ROWS, ["W4A8", "W4A4"])
+
+
 def real_count_table() -> str:
     """Real-image calibration by count (the `real` row of each file): the reconstruction, not the
     quantizer alone, makes use of more images."""
@@ -113,7 +125,7 @@ def real_count_table() -> str:
                 sums[name] = summarize(Results(path, {})) if path.is_file() else {}
             got = {**sums[name].get(variant, {}).get("real", {}), **got}  # the first source wins a column
         entries.append((label, preset, got))
-    return rows_markdown(entries, ["W4A8", "W4A4"])
+    return rows_markdown(entries, ["W4A8", "W4A4", "W3A3"])
 
 
 def main() -> None:
@@ -198,6 +210,13 @@ LOWBIT_ROWS = [  # (label, quantizer variant, row of lowbit_imagenet.json)
     ("dfq-vit", "strong-synthetic+recon", "dfq-vit"),
     ("psaq (faithful)", "strong-synthetic, no recon", "psaq"),
     ("psaq (faithful)", "strong-synthetic+recon", "psaq"),
+    # the preset since 2026-12-03 (the first 6 blocks), on every synthesis method's 32 images
+    ("dfq-vit", "strong-synthetic+recon, first 6 blocks", "dfq-vit"),
+    ("psaq (faithful)", "strong-synthetic+recon, first 6 blocks", "psaq"),
+    ("sardfq", "strong-synthetic, no recon", "sardfq"),
+    ("sardfq", "strong-synthetic+recon, first 6 blocks", "sardfq"),
+    ("mimiq", "strong-synthetic, no recon", "mimiq"),
+    ("mimiq", "strong-synthetic+recon, first 6 blocks", "mimiq"),
     ("real", "strong+recon, fisher", "real"),
     ("real", "strong+recon, fisher, 300 steps", "real"),
 ]
@@ -277,8 +296,9 @@ HEADLINE = [
     ("dfqvit, data-free: `dfqvit run` (DFQ-ViT images, preset auto → strong-synthetic, +recon at ≤ 4 bits)", {
         "W8A8": ("imagenet_gpu", "dfq-vit 128 images", "strong-synthetic", ""),
         "W6A6": ("imagenet_gpu", "dfq-vit without ACM", "strong-synthetic", "†"),
-        "W4A8": ("lowbit_imagenet", "dfq-vit", "strong-synthetic+recon", "†"),
-        "W4A4": ("lowbit_imagenet", "dfq-vit", "strong-synthetic+recon", "†")}),
+        # the preset since 2026-12-03: the first 6 blocks on fresh views (one DFQ-ViT set re-synthesized that day)
+        "W4A8": ("lowbit_imagenet-resyn", "dfq-vit", "strong-synthetic+recon, first 6 blocks, fresh views", "†"),
+        "W4A4": ("lowbit_imagenet-resyn", "dfq-vit", "strong-synthetic+recon, first 6 blocks, fresh views", "†")}),
     ("dfqvit, real `calib/` images: `--method real` (preset auto → strong on 32, +recon on 128 at ≤ 4 bits)", {
         "W8A8": ("quantizer_imagenet", "real", "strong", ""), "W6A6": ("quantizer_imagenet", "real", "strong", ""),
         # today's strong+recon (Fisher-weighted, lr 0.1) on the 128 images it takes by default
@@ -407,6 +427,7 @@ GENERATED = {"lowbit": lowbit_table, "runtime": runtime_table,
              "cifar-deit-gpu": lambda: table_lines(cifar_table("deit-gpu")),
              "cifar-swin-gpu": lambda: table_lines(cifar_table("swin-gpu")), "onnx-size": onnx_size_table, "swap-w4a4": swap_table_w4a4,
              "swap-groups-w4a4": swap_groups_table, "real-count": real_count_table,
+             "fresh-views": fresh_views_table,
              "headline": headline_table}
 ROOT = RESULTS.parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # where generated tables live

@@ -87,3 +87,4 @@ def test_methods_compose_and_the_report_says_what_ran(tmp_path):
     parts = " ".join(r["parts_run"])
     assert "synthesis[sardfq" in parts and "soft labels" in parts and "distillation[3 steps" in parts
     assert "acm[mean; blocks [1, 3]]" in parts
+    assert "QDrop; first 6 blocks: all 4; a new crop/flip of its images every step]" in parts  # the preset on 4 blocks

@@ -63,7 +63,7 @@ def test_python_default_run_options_at_4_bit_activations_take_what_the_cli_takes
     low = default_run_options(w_bits=4, a_bits=4)
     recon = get_preset("strong-synthetic+recon")
     assert low.preset == "strong-synthetic+recon" and low.quant == quant_config(low.preset, w_bits=4, a_bits=4)
-    assert low.reconstruct_steps == recon.reconstruct_steps == 100 and low.reconstruct == {"first_blocks": 3}
+    assert low.reconstruct_steps == recon.reconstruct_steps == 100 and low.reconstruct == {"first_blocks": 6, "fresh_views": True}
     default = default_run_options()  # QuantConfig's bits, as `dfqvit run` without --w-bits / --a-bits
     assert (default.quant.w_bits, default.quant.a_bits) == (QuantConfig().w_bits, QuantConfig().a_bits)
     assert default.preset == "strong-synthetic+recon" and default.reconstruct_steps == 100  # 4-bit weights

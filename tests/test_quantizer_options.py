@@ -172,23 +172,27 @@ def test_fisher_weights_put_the_last_block_on_the_class_token_alone(tiny, calib)
         ReconstructOptions(objective="hessian")
 
 
-def test_fisher_weighted_reconstruction_lowers_its_objective_on_held_out_images(tiny, calib, digits_heldout):
-    q = QuantizedViT(tiny.model, QuantConfig(w_bits=3, a_bits=4))
-    calibrate(q, calib)
+def test_fisher_weighted_reconstruction_on_fresh_views_lowers_its_objective_on_held_out_images(tiny, calib,
+                                                                                            digits_heldout):
     fp = observable_copy(tiny.model).eval()
     held = digits_heldout[0][:128]
     fbs = [b for _, b in find_blocks(fp)]
     weights = fisher_weights(fp, fbs, held, 32, 20.0, 2, torch.Generator().manual_seed(1))
-
-    before = _block_errors(q, fp, held, weights)
-    # 40 steps: the gates settle to 0 or 1 only with a larger step (at 0.01 most stay soft, and hard rounding undoes the gain)
-    losses = reconstruct(q, fp, calib, ReconstructOptions(steps=40, seed=0, objective="fisher", lr=0.1), progress=False)
-    after = _block_errors(q, fp, held, weights)
-    assert all(l["after"] < l["before"] for l in losses)  # the weighted error it optimises, on the calibration images
-    # Weighted by the held-out images' own Fisher, on images it never saw: lower, though by less than plain
-    # MSE gains (measured: 3 % here against > 10 %; the weights put most of the objective on the 32 class
-    # tokens, and in the last block on nothing else, so 32 images fit it sooner).
-    assert sum(after) < sum(before)
+    ratios = {}
+    for fresh in (False, True):
+        q = QuantizedViT(tiny.model, QuantConfig(w_bits=3, a_bits=4))
+        calibrate(q, calib)
+        before = _block_errors(q, fp, held, weights)
+        # 40 steps: the gates settle to 0 or 1 only with a larger step (at 0.01 most stay soft, and hard rounding undoes the gain)
+        losses = reconstruct(q, fp, calib, ReconstructOptions(steps=40, seed=0, objective="fisher", lr=0.1,
+                                                              fresh_views=fresh), progress=False)
+        if not fresh:  # the weighted error it optimises, on the calibration images' fixed inputs
+            assert all(l["after"] < l["before"] for l in losses)
+        ratios[fresh] = sum(_block_errors(q, fp, held, weights)) / sum(before)
+    # Weighted by the held-out images' own Fisher, on images it never saw. The weights put most of the objective
+    # on the 32 class tokens (in the last block on nothing else), which fixed inputs fit: measured on seeds 0-3,
+    # held-out +5 to +14 % on fixed inputs (on an earlier machine -3 %), -9 to -18 % on fresh views.
+    assert ratios[True] < 0.95 and ratios[True] < ratios[False]
 
 
 def test_reconstructing_the_first_blocks_leaves_the_rest_untouched(tiny, calib):
@@ -203,6 +207,24 @@ def test_reconstructing_the_first_blocks_leaves_the_rest_untouched(tiny, calib):
     assert changed == {"0", "1"}  # blocks 2 and 3 keep their weights and steps bit for bit
     with pytest.raises(ConfigError, match="first blocks"):
         ReconstructOptions(first_blocks=-1)
+
+
+def test_reconstruction_on_fresh_views_transfers_to_held_out_images_and_repeats_exactly(tiny, calib, digits_heldout):
+    # Every step a new crop/flip of its images: the rounding cannot fit 32 fixed inputs, so the fixed
+    # inputs' error falls less than with plain reconstruction, while the held-out error still falls
+    # (measured: held-out -19 % here, against -12 % for fixed inputs, 40 steps).
+    held = digits_heldout[0][:128]
+    fp = observable_copy(tiny.model).eval()
+    runs = []
+    for _ in range(2):
+        q = QuantizedViT(tiny.model, QuantConfig(w_bits=3, a_bits=4))
+        calibrate(q, calib)
+        before = _block_errors(q, fp, held)
+        losses = reconstruct(q, fp, calib, ReconstructOptions(steps=40, seed=0, fresh_views=True), progress=False)
+        runs.append((q.state_dict(), losses))
+    assert sum(_block_errors(q, fp, held)) < 0.9 * sum(before)
+    (sd1, l1), (sd2, l2) = runs
+    assert l1 == l2 and all(torch.equal(sd1[k], sd2[k]) for k in sd1)  # the same seed, the same model
 
 
 def test_the_strong_preset_saves_and_reloads_with_identical_logits(tiny, calib, digits_heldout, tmp_path):
@@ -467,14 +489,16 @@ def test_the_recon_presets_carry_their_reconstruction_options_unless_told_otherw
 
     parse = build_parser().parse_args
     a = parse(["quantize", "--images", "x.pt", "--preset", "strong-synthetic+recon"])
-    assert (_reconstruct_steps(a), _reconstruct_overrides(a)) == (100, {"first_blocks": 3})
+    assert (_reconstruct_steps(a), _reconstruct_overrides(a)) == (100, {"first_blocks": 6, "fresh_views": True})
     a = parse(["quantize", "--images", "x.pt", "--preset", "strong-synthetic+recon", "--reconstruct-blocks", "0",
                "--reconstruct-objective", "fisher"])
-    assert _reconstruct_overrides(a) == {"first_blocks": 0, "objective": "fisher"}  # every block, weighted
+    assert _reconstruct_overrides(a) == {"first_blocks": 0, "objective": "fisher", "fresh_views": True}  # every block, weighted
     a = parse(["quantize", "--calib-data", "c/", "--preset", "strong+recon"])
     assert (_reconstruct_steps(a), _reconstruct_overrides(a)) == (100, {"objective": "fisher", "lr": 0.1})
     a = parse(["quantize", "--calib-data", "c/", "--preset", "strong+recon", "--reconstruct-lr", "0.01"])
     assert _reconstruct_overrides(a)["lr"] == 0.01
+    a = parse(["quantize", "--images", "x.pt", "--preset", "strong-synthetic+recon", "--reconstruct-views", "fixed"])
+    assert _reconstruct_overrides(a) == {"first_blocks": 6, "fresh_views": False}
     with pytest.raises(ConfigError, match="first blocks"):
         _reconstruct_overrides(parse(["quantize", "--images", "x.pt", "--reconstruct-blocks", "-1"]))
     assert quant_config("strong-synthetic+recon") == quant_config("strong-synthetic")  # the same quantizer

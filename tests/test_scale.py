@@ -405,7 +405,7 @@ def test_turning_cuda_graphs_off_keeps_a_checkpoint_resumable():
     assert _comparable(SynthesisOptions(amp=True)) != _comparable(SynthesisOptions())
 
 
-def test_a_streamed_shard_set_calibrates_without_the_presets_views(tiny, tmp_path, monkeypatch, capsys):
+def test_a_streamed_shard_set_calibrates_and_reconstructs_without_the_presets_views(tiny, tmp_path, monkeypatch, capsys):
     """The preset's crop/flip views need the images in memory: a streamed set quantizes on its images alone
     (and says so) instead of failing on an option the user never gave; an explicit --calib-views still fails."""
     import dfqvit.synthesis.sharded as sharded
@@ -421,8 +421,10 @@ def test_a_streamed_shard_set_calibrates_without_the_presets_views(tiny, tmp_pat
     report = json.loads((tmp_path / "q" / "report.json").read_text())
     # auto at 4-bit activations: strong-synthetic+recon, whose first-blocks reconstruction also streams
     assert report["preset"] == "strong-synthetic+recon" and report["quantize"]["quant_config"]["calib_views"] == 1
-    assert len(report["quantize"]["reconstruct"]["block_loss"]) == 3
-    assert "streamed shard by shard" in capsys.readouterr().err
+    assert len(report["quantize"]["reconstruct"]["block_loss"]) == 4  # the first 6 blocks: all 4
+    assert report["quantize"]["reconstruct"]["options"]["fresh_views"] is False  # fixed inputs, not a read per step
+    err = capsys.readouterr().err
+    assert "streamed shard by shard: calibrating" in err and "streamed shard by shard: reconstructing" in err
     assert main(["quantize", "--quiet", "--images", str(syn), "--a-bits", "4", "--calib-views", "4",
                  "--out", str(tmp_path / "q2")]) == 2
     assert "need the images in memory" in capsys.readouterr().err

@@ -112,6 +112,9 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reconstruct-objective", default=None, choices=list(RECON_OBJECTIVES),
                    help="block output error to reconstruct: plain squared error, or weighted by the float "
                         "model's Fisher diagonal (which outputs its prediction depends on); default: the preset's")
+    g.add_argument("--reconstruct-views", default=None, choices=["fixed", "fresh"],
+                   help="reconstruct on the calibration set's fixed block inputs, or on a new random crop/flip of "
+                        "its images every step (block inputs recomputed; slower); default: the preset's")
     g.add_argument("--reconstruct-lr", type=float, default=None,
                    help="AdaRound gate learning rate (default: the preset's, else 0.01)")
     g.add_argument("--acm-every", type=int, default=None, help="ACM every γ blocks (0 = off); default: the method's (off for `run` without --method)")
@@ -176,7 +179,8 @@ def _reconstruct_overrides(a: argparse.Namespace) -> dict[str, Any]:
     from .correction.reconstruct import ReconstructOptions
     from .presets import get_preset
 
-    given = {"first_blocks": a.reconstruct_blocks, "objective": a.reconstruct_objective, "lr": a.reconstruct_lr}
+    given = {"first_blocks": a.reconstruct_blocks, "objective": a.reconstruct_objective, "lr": a.reconstruct_lr,
+             "fresh_views": None if a.reconstruct_views is None else a.reconstruct_views == "fresh"}
     out = {**get_preset(_preset(a)).reconstruct, **{k: v for k, v in given.items() if v is not None}}
     ReconstructOptions(**out)  # a bad value is a one-line ConfigError now, not after synthesis
     return out
@@ -363,6 +367,13 @@ def cmd_quantize(a: argparse.Namespace) -> int:
                   f"{config.calib_views} views per image need the images in memory; --calib-views 1 says so)",
                   file=sys.stderr)
             config = dataclasses.replace(config, calib_views=1)
+        if isinstance(images, ShardImages) and a.reconstruct_views is None and recon is not None and recon.fresh_views:
+            import dataclasses
+
+            print(f"dfqvit: {a.images} is streamed shard by shard: reconstructing on its images' fixed block inputs "
+                  f"(a new view every step would read every shard every step; --reconstruct-views fixed says so)",
+                  file=sys.stderr)
+            recon = dataclasses.replace(recon, fresh_views=False)
     else:
         images, _ = api.real_images(loaded, a.calib_data, a.num_images, a.seed, a.skip_bad_images, skipped)
         source = a.calib_data or "digits train split"

@@ -183,9 +183,13 @@ def parts_run(method: Method, quant: QuantConfig, n_images: int, distill: Distil
                  f"{'; ' + ', '.join(extra) if extra else ''}]")
     if recon is not None:
         weighted = f"; Fisher-weighted (T={recon.fisher_temperature:g})" if recon.objective == "fisher" else ""
+        done = len(qinfo.get("reconstruct", {}).get("block_loss", []))
         which = f"; first {recon.first_blocks} blocks" if recon.first_blocks else ""
+        if recon.first_blocks and done and done < recon.first_blocks:
+            which = f"; first {recon.first_blocks} blocks: all {done}"  # a model shallower than the preset's reach
+        fresh = "; a new crop/flip of its images every step" if recon.fresh_views else ""
         parts.append(f"block reconstruction[{recon.steps} steps per block: AdaRound + activation steps, QDrop"
-                     f"{weighted}{which}]")
+                     f"{weighted}{which}{fresh}]")
     if distill is not None and distill.steps > 0:
         parts.append(f"distillation[{distill.steps} steps: {', '.join(distill.terms)}"
                      f"{'; weights learn' if distill.weight_lr > 0 else ''}]")

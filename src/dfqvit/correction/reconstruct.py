@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -52,6 +53,7 @@ class ReconstructOptions:
     fisher_temperature: float = 20.0  # softens the predictive distribution the labels are drawn from
     fisher_draws: int = 4  # labels drawn per image for the Fisher estimate
     first_blocks: int = 0  # reconstruct only the first N blocks (0 = all): on synthetic images the deep ones do not transfer
+    fresh_views: bool = False  # every step a new random crop/flip of its images, block inputs recomputed (slower)
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -151,10 +153,14 @@ def _act_scales(block: nn.Module) -> list[nn.Parameter]:
 
 def reconstruct_block(q_block: nn.Module, fp_block: nn.Module, x_q: torch.Tensor, x_fp: torch.Tensor,
                       options: ReconstructOptions, gen: torch.Generator,
-                      weight: torch.Tensor | None = None) -> dict[str, float]:
+                      weight: torch.Tensor | None = None,
+                      fresh_inputs: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+                      ) -> dict[str, float]:
     """Learn one block's rounding and activation steps against its (optionally `weight`ed) squared
     output error; return that error per element before, at the end of training with soft rounding,
-    and after the rounding is made hard."""
+    and after the rounding is made hard. With `fresh_inputs` (sample indices → quantized and float
+    block inputs of new views of those images) each step trains on inputs made for it; the errors
+    reported stay those on `x_q` / `x_fp`."""
     with torch.no_grad():
         target = torch.cat([fp_block(x_fp[i:i + options.batch_size]) for i in range(0, len(x_fp), options.batch_size)])
     w = 1.0 if weight is None else weight.to(x_q.device)
@@ -180,12 +186,17 @@ def reconstruct_block(q_block: nn.Module, fp_block: nn.Module, x_q: torch.Tensor
     try:
         for step in range(options.steps):
             idx = torch.randperm(len(x_q), generator=gen)[:options.batch_size].to(x_q.device)
-            inp = x_q[idx]
+            if fresh_inputs is None:
+                inp, inp_fp, want = x_q[idx], x_fp[idx], target[idx]
+            else:
+                inp, inp_fp = fresh_inputs(idx)
+                with torch.no_grad():
+                    want = fp_block(inp_fp)
             if options.drop_prob > 0:
                 keep_fp = torch.rand(inp.shape, generator=gen).to(inp.device) < options.drop_prob
-                inp = torch.where(keep_fp, x_fp[idx], inp)
+                inp = torch.where(keep_fp, inp_fp, inp)
             # BRECQ's weighting: squared error summed over a sample's outputs, averaged over samples
-            loss = ((q_block(inp) - target[idx]).pow(2) * w).flatten(1).sum(1).mean()
+            loss = ((q_block(inp) - want).pow(2) * w).flatten(1).sum(1).mean()
             if step >= warm:
                 beta = 20 + (2 - 20) * (step - warm) / max(options.steps - warm, 1)
                 loss = loss + options.round_weight * sum(layer.weight_override.regulariser(beta) for layer in layers)
@@ -218,5 +229,22 @@ def reconstruct(qmodel: nn.Module, fp_model: nn.Module, images: torch.Tensor, op
     for qb, fb, w in tqdm(list(zip(q_blocks, fp_blocks, weights)), desc="reconstruct", disable=not progress, leave=False):
         x_q = _block_inputs(qmodel, qb, images, options.batch_size)
         x_fp = _block_inputs(fp_model, fb, images, options.batch_size)
-        losses.append(reconstruct_block(qb, fb, x_q, x_fp, options, gen, w))
+        fresh = _fresh_view_inputs(qmodel, qb, fp_model, fb, images, options.batch_size, gen) \
+            if options.fresh_views else None
+        losses.append(reconstruct_block(qb, fb, x_q, x_fp, options, gen, w, fresh))
     return losses
+
+
+def _fresh_view_inputs(qmodel: nn.Module, q_block: nn.Module, fp_model: nn.Module, fp_block: nn.Module,
+                       images: torch.Tensor, batch_size: int, gen: torch.Generator
+                       ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """A step's block inputs from a new random crop/flip of each chosen image (the synthesis
+    augmentations): a fixed few images seen through ever new views, instead of fixed inputs the
+    rounding can fit exactly. Both models see the same view."""
+    from ..data.views import random_views
+
+    def inputs(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        views = random_views(images[idx], gen)
+        with torch.no_grad():
+            return _block_inputs(qmodel, q_block, views, batch_size), _block_inputs(fp_model, fp_block, views, batch_size)
+    return inputs

@@ -22,8 +22,11 @@ def calibration_views(images: torch.Tensor, per_image: int, seed: int = 0,
     if per_image <= 1:
         return images
     gen = torch.Generator().manual_seed(seed)
-    extra = images.repeat(per_image - 1, 1, 1, 1)
-    views = apply_crop(extra, crop_theta(len(extra), scale, gen).to(images.device))
-    flip = (torch.rand(len(extra), generator=gen) < 0.5).to(images.device)
-    views = torch.where(flip[:, None, None, None], views.flip(-1), views)
-    return torch.cat([images, views])
+    return torch.cat([images, random_views(images.repeat(per_image - 1, 1, 1, 1), gen, scale)])
+
+
+def random_views(images: torch.Tensor, gen: torch.Generator, scale: tuple[float, float] = VIEW_SCALE) -> torch.Tensor:
+    """One random-resized crop (area in `scale`), flipped with probability ½, of each image."""
+    views = apply_crop(images, crop_theta(len(images), scale, gen).to(images.device))
+    flip = (torch.rand(len(images), generator=gen) < 0.5).to(images.device)
+    return torch.where(flip[:, None, None, None], views.flip(-1), views)
