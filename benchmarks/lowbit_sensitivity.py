@@ -36,6 +36,11 @@ def _groups(q) -> dict[str, list]:
     return out
 
 
+def _block_linears(q):
+    """(name, layer) of the quantized Linears inside the transformer blocks."""
+    return ((n, m) for n, m in q.named_modules() if isinstance(m, QuantLinear) and ".blocks." in f".{n}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bits", default="3/3")
@@ -57,12 +62,6 @@ def main() -> None:
     q, _ = api.quantize(loaded, calib, quant_config(a.preset, w_bits=w, a_bits=act), progress=False)
     seconds = time.perf_counter() - t0
     groups = _groups(q)
-    # GPTQ writes its rounding into the weights, so a weight quantizer put in float leaves them on the grid: the
-    # float weights are the same pipeline's with nearest rounding (calibration and search run before GPTQ)
-    twin, _ = api.quantize(loaded, calib, quant_config(a.preset, w_bits=w, a_bits=act, weight_rounding="nearest"),
-                           progress=False)
-    float_weights = {n: m.inner.weight.detach().clone() for n, m in twin.named_modules()
-                     if isinstance(m, QuantLinear) and ".blocks." in f".{n}"}
     for group in ["none", *groups, "block weights"]:
         key = f"{a.source}|W{w}A{act}|{a.preset}|{group} in float"
         if results.has(key):
@@ -72,11 +71,16 @@ def main() -> None:
         for m in touched:
             m.mode = "float"
         if group == "block weights":  # the weights in float: their share of the loss
-            layers = [(n, m) for n, m in q.named_modules() if isinstance(m, QuantLinear) and ".blocks." in f".{n}"]
+            # GPTQ writes its rounding into the weights, so a weight quantizer put in float leaves them on the grid:
+            # the float weights are the same pipeline's with nearest rounding (calibration and search run before GPTQ)
+            twin, _ = api.quantize(loaded, calib, quant_config(a.preset, w_bits=w, a_bits=act,
+                                                               weight_rounding="nearest"), progress=False)
+            float_weights = dict(_block_linears(twin))
+            layers = list(_block_linears(q))
             rounded = {n: m.inner.weight.detach().clone() for n, m in layers}
             for n, m in layers:
                 m.weight_quantizer.mode = "float"
-                m.inner.weight.data.copy_(float_weights[n])
+                m.inner.weight.data.copy_(float_weights[n].inner.weight)
         ev = api.evaluate(q, loaded, (x, y), progress=False, fp_logits=fp["logits"])
         for m, mode in saved:
             m.mode = mode

@@ -303,6 +303,28 @@ def run_process_group(cmd: list[str]) -> int:
             proc.wait()
 
 
+def _streamed_fallbacks(images: Any, a: argparse.Namespace, config: Any, recon: Any) -> tuple[Any, Any]:
+    """A streamed shard set keeps no images in memory: the preset's calibration views and fresh reconstruction
+    views (options the user did not give) fall back to the images alone, each with a one-line message."""
+    import dataclasses
+
+    from .synthesis.sharded import ShardImages
+
+    if not isinstance(images, ShardImages):
+        return config, recon
+    if a.calib_views is None and config.calib_views > 1:
+        print(f"dfqvit: {a.images} is streamed shard by shard: calibrating on its images alone (the preset's "
+              f"{config.calib_views} views per image need the images in memory; --calib-views 1 says so)",
+              file=sys.stderr)
+        config = dataclasses.replace(config, calib_views=1)
+    if a.reconstruct_views is None and recon is not None and recon.fresh_views:
+        print(f"dfqvit: {a.images} is streamed shard by shard: reconstructing on its images' fixed block inputs "
+              f"(a new view every step would read every shard every step; --reconstruct-views fixed says so)",
+              file=sys.stderr)
+        recon = dataclasses.replace(recon, fresh_views=False)
+    return config, recon
+
+
 def _read_images(path: str) -> Any:
     """A `dfqvit synthesize` output folder (shards + manifest; streamed shard by shard above 1 GiB),
     or a single synthetic.pt."""
@@ -358,22 +380,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     if images is not None:
         source = a.images
         api.check_images(images, loaded, f"--images {a.images}")
-        from .synthesis.sharded import ShardImages
-
-        if isinstance(images, ShardImages) and a.calib_views is None and config.calib_views > 1:
-            import dataclasses
-
-            print(f"dfqvit: {a.images} is streamed shard by shard: calibrating on its images alone (the preset's "
-                  f"{config.calib_views} views per image need the images in memory; --calib-views 1 says so)",
-                  file=sys.stderr)
-            config = dataclasses.replace(config, calib_views=1)
-        if isinstance(images, ShardImages) and a.reconstruct_views is None and recon is not None and recon.fresh_views:
-            import dataclasses
-
-            print(f"dfqvit: {a.images} is streamed shard by shard: reconstructing on its images' fixed block inputs "
-                  f"(a new view every step would read every shard every step; --reconstruct-views fixed says so)",
-                  file=sys.stderr)
-            recon = dataclasses.replace(recon, fresh_views=False)
+        config, recon = _streamed_fallbacks(images, a, config, recon)
     else:
         images, _ = api.real_images(loaded, a.calib_data, a.num_images, a.seed, a.skip_bad_images, skipped)
         source = a.calib_data or "digits train split"

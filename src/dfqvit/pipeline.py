@@ -184,9 +184,9 @@ def parts_run(method: Method, quant: QuantConfig, n_images: int, distill: Distil
     if recon is not None:
         weighted = f"; Fisher-weighted (T={recon.fisher_temperature:g})" if recon.objective == "fisher" else ""
         done = len(qinfo.get("reconstruct", {}).get("block_loss", []))
-        which = f"; first {recon.first_blocks} blocks" if recon.first_blocks else ""
-        if recon.first_blocks and done and done < recon.first_blocks:
-            which = f"; first {recon.first_blocks} blocks: all {done}"  # a model shallower than the preset's reach
+        which = ""
+        if recon.first_blocks:  # a model shallower than the preset's reach: say that every block ran
+            which = f"; first {recon.first_blocks} blocks" + (f": all {done}" if 0 < done < recon.first_blocks else "")
         fresh = "; a new crop/flip of its images every step" if recon.fresh_views else ""
         parts.append(f"block reconstruction[{recon.steps} steps per block: AdaRound + activation steps, QDrop"
                      f"{weighted}{which}{fresh}]")
