@@ -15,6 +15,16 @@ from __future__ import annotations
 from common import row
 from quantizer_table import table_main
 
+
+def synthetic_recon(views: int = 4, steps: int | None = None, **reconstruct) -> dict:
+    """A `strong-synthetic+recon` variant pinned to what it was measured with: the preset reconstructed the
+    first 3 blocks on fixed inputs until 2026-12-03 (the first 6 on fresh views since), so a re-run of an old
+    cell means what it meant then."""
+    variant = {"base": "strong-synthetic+recon", "calib_views": views,
+               "reconstruct": {"first_blocks": 3, "fresh_views": False, **reconstruct}}
+    return variant if steps is None else {**variant, "reconstruct_steps": steps}
+
+
 TWIN = {"gelu_quantizer": "twin"}  # the post-GELU quantizer of the presets before adalog ("+ adalog": today's presets)
 VARIANTS = {
     "strong": {"base": "strong", **TWIN},
@@ -75,35 +85,31 @@ VARIANTS = {
     # the presets as they stood on 2026-12-02 (run_grid calibrates on the images alone unless a variant names its
     # views); `strong-synthetic+recon` then reconstructed the first 3 blocks, since 2026-12-03 the first 6
     "strong-synthetic, no recon": {"base": "strong-synthetic", "calib_views": 4},
-    "strong-synthetic+recon": {"base": "strong-synthetic+recon", "calib_views": 4, "reconstruct": {"first_blocks": 3}},
-    "strong-synthetic+recon, 300 steps": {"base": "strong-synthetic+recon", "calib_views": 4,
-                                          "reconstruct_steps": 300, "reconstruct": {"first_blocks": 3}},
-    "strong-synthetic+recon, no views": {"base": "strong-synthetic+recon", "calib_views": 1,
-                                         "reconstruct": {"first_blocks": 3}},
-    "strong-synthetic+recon, no views, fisher lr 0.1": {"base": "strong-synthetic+recon", "calib_views": 1,
-                                                        "reconstruct": {"objective": "fisher", "lr": 0.1,
-                                                                        "first_blocks": 3}},
-    "strong-synthetic+recon, no views, 300 steps": {"base": "strong-synthetic+recon", "calib_views": 1,
-                                                    "reconstruct_steps": 300, "reconstruct": {"first_blocks": 3}},
+    "strong-synthetic+recon": synthetic_recon(),
+    "strong-synthetic+recon, 300 steps": synthetic_recon(steps=300),
+    "strong-synthetic+recon, no views": synthetic_recon(views=1),
+    "strong-synthetic+recon, no views, fisher lr 0.1": synthetic_recon(views=1, objective="fisher", lr=0.1),
+    "strong-synthetic+recon, no views, 300 steps": synthetic_recon(views=1, steps=300),
     # do PSAQ-ViT's images carry the reconstruction deeper than DFQ-ViT's (whose blocks 3+ do not transfer)? (the
     # preset since 2026-12-03)
-    "strong-synthetic+recon, first 6 blocks": {"base": "strong-synthetic+recon", "calib_views": 4,
-                                               "reconstruct": {"first_blocks": 6}},
-    "strong-synthetic+recon, every block": {"base": "strong-synthetic+recon", "calib_views": 4,
-                                            "reconstruct": {"first_blocks": 0}},
+    "strong-synthetic+recon, first 6 blocks": synthetic_recon(first_blocks=6),
+    "strong-synthetic+recon, every block": synthetic_recon(first_blocks=0),
     # every reconstruction step on a new crop/flip of its images (block inputs recomputed), not fixed inputs
-    "strong-synthetic+recon, first 6 blocks, fresh views": {"base": "strong-synthetic+recon", "calib_views": 4,
-                                                            "reconstruct": {"first_blocks": 6, "fresh_views": True}},
+    "strong-synthetic+recon, first 6 blocks, fresh views": synthetic_recon(first_blocks=6, fresh_views=True),
+    # fresh views beyond the first 6 blocks: do they stop the collapse of every-block reconstruction (20.0 % fixed)?
+    "strong-synthetic+recon, every block, fresh views": synthetic_recon(first_blocks=0, fresh_views=True),
     "strong+recon, fisher": {"base": "strong+recon"},
+    # real images through new crop/flip views every step (the digits model's Fisher test: fixed inputs overfit)
+    "strong+recon, fisher, fresh views": {"base": "strong+recon", "reconstruct": {"fresh_views": True}},
+    # APHQ-ViT's MLP reconstruction: ReLU MLPs fitted to the GELU ones before calibration, then the preset
+    "strong+recon, fisher + relu MLP": {"base": "strong+recon", "mlp_activation": "relu"},
+    "strong+recon, fisher + relu MLP, uniform fc2 input": {"base": "strong+recon", "mlp_activation": "relu",
+                                                           "gelu_quantizer": "uniform"},
     "strong+recon, fisher, 300 steps": {"base": "strong+recon", "reconstruct_steps": 300},
     "strong+recon, fisher + 4 views": {"base": "strong+recon", "calib_views": 4},
     "strong-synthetic+recon + compensation": {"base": "strong-synthetic", "act_compensation": "ridge",
                                               "reconstruct_steps": 100, **TWIN},
 }
-# the reconstruction variants were measured on fixed block inputs, before the preset took fresh views (2026-12-03)
-for _v in VARIANTS.values():
-    if _v.get("base") == "strong-synthetic+recon":
-        _v["reconstruct"] = {"fresh_views": False, **_v.get("reconstruct", {})}
 ROWS = [row("real", "real"), row("dfq-vit", "dfq-vit"), row("psaq", "psaq"), row("mimiq", "mimiq"),
         row("sardfq", "sardfq"),
         # MimiQ's protocol on DFQ-ViT's images: 200 steps of logit + head-wise attention distillation

@@ -502,3 +502,47 @@ def test_the_recon_presets_carry_their_reconstruction_options_unless_told_otherw
     with pytest.raises(ConfigError, match="first blocks"):
         _reconstruct_overrides(parse(["quantize", "--images", "x.pt", "--reconstruct-blocks", "-1"]))
     assert quant_config("strong-synthetic+recon") == quant_config("strong-synthetic")  # the same quantizer
+
+
+def test_relu_mlps_fitted_on_calibration_images_match_the_gelu_mlps_on_held_out_images(tiny, calib, digits_heldout):
+    from dfqvit.quant.relu_mlp import ReluFitOptions, fit_relu_mlps, mlp_of, mlp_output_errors
+
+    fp = observable_copy(tiny.model)
+    x = digits_heldout[0][:64]
+    q = QuantizedViT(tiny.model, QuantConfig(mlp_activation="relu"))  # quantizers in float mode: the float ReLU model
+    assert all(isinstance(mlp_of(b).act, torch.nn.ReLU) for _, b in find_blocks(q))
+    assert all(isinstance(mlp_of(b).act, torch.nn.GELU) for _, b in find_blocks(tiny.model))  # the float model kept
+    swapped = mlp_output_errors(q, fp, x)
+    fit = fit_relu_mlps(q, fp, calib, ReluFitOptions(), progress=False)
+    fitted = mlp_output_errors(q, fp, x)
+    assert len(fit) == len(swapped) == 4 and all(d["after"] < d["before"] for d in fit)
+    assert all(f < 0.1 * s for f, s in zip(fitted, swapped))  # on images the fit never saw
+    with torch.no_grad():
+        assert (q(x).argmax(1) == fp(x).argmax(1)).float().mean() >= 0.97
+
+
+def test_relu_mlp_models_repeat_exactly_save_reload_and_export_with_the_same_logits(tiny, calib, digits_heldout,
+                                                                                    tmp_path):
+    pytest.importorskip("onnxruntime")
+    from dfqvit.onnx_export import OnnxRuntimeModel
+
+    cfg = quant_config("strong-synthetic", w_bits=4, a_bits=4, mlp_activation="relu", calib_views=1)
+    q, info = quantize(tiny, calib, cfg, progress=False)
+    again, _ = quantize(tiny, calib, cfg, progress=False)
+    assert len(info["relu_mlp_fit"]) == 4 and "ReLU MLPs fitted to the GELU ones" in " ".join(cfg.parts())
+    x = digits_heldout[0][:64]
+    with torch.no_grad():
+        assert torch.equal(q(x), again(x))  # the same seed and images give the same model
+    ref, path = _reloaded_and_exported(q, tiny, x, tmp_path / "r")
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "Relu" in ops and "Erf" not in ops  # the ReLU is in the graph, no GELU left
+    ort = OnnxRuntimeModel(path)(x)
+    assert (ort.argmax(1) == ref.argmax(1)).float().mean() >= 0.95
+    with pytest.raises(ConfigError, match="unknown MLP activation"):
+        QuantConfig(mlp_activation="swish")
+    from dfqvit.cli import _quant_config, build_parser
+
+    a = build_parser().parse_args(["quantize", "--images", "x.pt", "--a-bits", "4", "--mlp-activation", "relu"])
+    assert _quant_config(a).mlp_activation == "relu"

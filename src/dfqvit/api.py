@@ -24,6 +24,7 @@ from .models.tiny import TINY_MODEL_NAME
 from .quant.config import QuantConfig
 from .quant.compensate import compensate_activation_error
 from .quant.gptq import gptq_quantize
+from .quant.relu_mlp import ReluFitOptions, fit_relu_mlps
 from .quant.reparam import reparameterize
 from .quant.search import search_linear_inputs
 from .quant.wrap import QuantizedViT
@@ -131,6 +132,9 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
         info["calibration_views"] = len(images)
     if not isinstance(images, torch.Tensor):
         info["calibration_streamed_from"] = str(images.directory)  # a shard set, read shard by shard
+    if config.mlp_activation == "relu":  # before any range is observed: the MLPs' float weights change
+        info["relu_mlp_fit"] = fit_relu_mlps(qmodel, observable_copy(loaded.model).to(dev), images, ReluFitOptions(),
+                                             batch_size, progress)
     if config.reparam != "none":
         info["reparameterized_layers"] = reparameterize(qmodel, images, batch_size, config.reparam == "all",
                                                          config.reparam_skip_blocks)

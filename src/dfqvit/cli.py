@@ -76,7 +76,7 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     from .presets import AUTO, DEFAULT_PRESET, PRESETS
     from .correction.acm import ACM_VARIANTS
     from .correction.reconstruct import OBJECTIVES as RECON_OBJECTIVES
-    from .quant.config import ACT_COMPENSATIONS, ACT_SEARCHES, REPARAMS, WEIGHT_ROUNDINGS
+    from .quant.config import ACT_COMPENSATIONS, ACT_SEARCHES, MLP_ACTIVATIONS, REPARAMS, WEIGHT_ROUNDINGS
     from .quant.quantizers import GELU_QUANTIZERS, SOFTMAX_QUANTIZERS
     from .quant.observers import OBSERVERS
 
@@ -103,6 +103,9 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
                    help="round to nearest, or GPTQ error compensation")
     g.add_argument("--act-compensation", default=None, choices=list(ACT_COMPENSATIONS),
                    help="ridge: re-fit each Linear's weights to its rounded inputs before rounding them (ERQ)")
+    g.add_argument("--mlp-activation", default=None, choices=list(MLP_ACTIVATIONS),
+                   help="relu: every MLP's GELU replaced by a ReLU with fc1/fc2 re-fitted on the calibration images "
+                        "(APHQ-ViT's MLP reconstruction: a post-ReLU fc2 input suits a uniform grid at <= 4 bits)")
     g.add_argument("--calib-views", type=int, default=None,
                    help="calibration views per image: k > 1 adds k − 1 random-resized crops/flips of each image "
                         "(default: the preset's; strong-synthetic takes 4)")
@@ -171,7 +174,7 @@ def _quant_config(a: argparse.Namespace):
                         act_search=a.act_search,
                         softmax_quantizer=a.softmax_quantizer, gelu_quantizer=a.gelu_quantizer,
                         weight_rounding=a.weight_rounding, act_compensation=a.act_compensation,
-                        calib_views=a.calib_views)
+                        calib_views=a.calib_views, mlp_activation=a.mlp_activation)
 
 
 def _reconstruct_overrides(a: argparse.Namespace) -> dict[str, Any]:

@@ -12,6 +12,7 @@ WEIGHT_ROUNDINGS = ("nearest", "gptq")
 REPARAMS = ("none", "postln", "all")  # all = post-LayerNorm + attention output (into the value rows)
 ACT_SEARCHES = ("none", "output")
 ACT_COMPENSATIONS = ("none", "ridge")  # ridge: closed-form activation-error compensation (quant/compensate.py)
+MLP_ACTIVATIONS = ("gelu", "relu")  # relu: APHQ-ViT's MLP reconstruction (quant/relu_mlp.py)
 
 
 @dataclass
@@ -32,6 +33,7 @@ class QuantConfig:
     weight_rounding: str = "nearest"  # nearest | gptq (second-order error compensation on the calibration images)
     act_compensation: str = "none"  # none | ridge: weights re-fitted to the rounded inputs before rounding (ERQ)
     calib_views: int = 1  # calibration views per image: 1 = the images; k > 1 adds k − 1 crops/flips of each
+    mlp_activation: str = "gelu"  # relu: every MLP's GELU → ReLU, fc1/fc2 re-fitted in float on the calibration images
 
     def __post_init__(self) -> None:
         check_bits(self.w_bits, "weight bits")
@@ -48,7 +50,8 @@ class QuantConfig:
                                      (self.weight_rounding, WEIGHT_ROUNDINGS, "weight rounding"),
                                      (self.reparam, REPARAMS, "reparameterization"),
                                      (self.act_search, ACT_SEARCHES, "activation range search"),
-                                     (self.act_compensation, ACT_COMPENSATIONS, "activation-error compensation")):
+                                     (self.act_compensation, ACT_COMPENSATIONS, "activation-error compensation"),
+                                     (self.mlp_activation, MLP_ACTIVATIONS, "MLP activation")):
             if value not in choices:
                 raise ConfigError(f"unknown {what} '{value}' (choose from {', '.join(choices)})")
         if not isinstance(self.calib_views, int) or self.calib_views < 1:
@@ -68,6 +71,8 @@ class QuantConfig:
             out.append(f"{self.act_search}-error activation ranges")
         if self.softmax_quantizer != "log2":
             out.append(f"{self.softmax_quantizer} softmax")
+        if self.mlp_activation == "relu":
+            out.append("ReLU MLPs fitted to the GELU ones (APHQ-ViT's MLP reconstruction)")
         if self.gelu_quantizer != "uniform":
             out.append(f"{self.gelu_quantizer} post-GELU")
         if self.act_compensation != "none":

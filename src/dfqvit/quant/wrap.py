@@ -12,6 +12,7 @@ from ..models.attention import attention_modules, find_blocks, make_observable
 from .config import QuantConfig
 from .modules import QuantConv2d, QuantLinear, _QuantWeighted
 from .quantizers import GELU_QUANTIZERS, QUANTIZER_TYPES, SOFTMAX_QUANTIZERS, UniformQuantizer
+from .relu_mlp import swap_gelu_for_relu
 
 
 def _role(name: str, classifier: str, first_conv: str) -> str:
@@ -44,6 +45,8 @@ class QuantizedViT(nn.Module):
         super().__init__()
         self.config = config
         model = make_observable(copy.deepcopy(float_model)).eval()
+        if config.mlp_activation == "relu":  # its fc1/fc2 are fitted to the GELU MLPs by api.quantize
+            swap_gelu_for_relu(model)
         cfg = getattr(float_model, "pretrained_cfg", {}) or {}
         classifier = cfg.get("classifier", "head") or "head"
         first_conv = cfg.get("first_conv", "patch_embed.proj") or "patch_embed.proj"
