@@ -106,8 +106,9 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
              distill_options: DistillOptions | None = None, device: str | None = None, batch_size: int = 32,
              progress: bool = True, reconstruct_options: ReconstructOptions | None = None,
              acm_variant: str = "mean") -> tuple[QuantizedViT, dict[str, Any]]:
-    """Wrap → reparameterize (option) → calibrate → search Linear-input ranges (option) → compensate
-    activation error in the weights (option) → GPTQ (option) → reconstruct (option) → distil (option) → ACM every `acm_every` blocks.
+    """Wrap → fit ReLU MLPs to the GELU ones (option) → reparameterize (option) → calibrate → search
+    Linear-input ranges (option) → compensate activation error in the weights (option) → GPTQ (option) →
+    reconstruct (option) → distil (option) → ACM every `acm_every` blocks.
     Returns the model and a record of what ran."""
     if acm_every < 0:
         raise ConfigError(f"acm-every must be >= 0, got {acm_every}")
