@@ -51,7 +51,7 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             q = QuantizedViT(loaded.model, QuantConfig(mlp_activation="relu"))  # quantizers stay in float mode
-            fit = fit_relu_mlps(q, fp, images, ReluFitOptions(steps=a.steps if lr else 0, lr=lr or 1e-4),
+            fit = fit_relu_mlps(q, fp, images, ReluFitOptions(steps=a.steps, lr=lr) if lr else ReluFitOptions(steps=0),
                                 progress=False)
             fit_s = time.perf_counter() - t0
             ev = api.evaluate(q, loaded, (x, y), progress=False, fp_logits=fp_logits)

@@ -133,9 +133,9 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
         info["calibration_views"] = len(images)
     if not isinstance(images, torch.Tensor):
         info["calibration_streamed_from"] = str(images.directory)  # a shard set, read shard by shard
+    fp = observable_copy(loaded.model).to(dev)  # the float teacher of the fit, reconstruction, distillation, ACM
     if config.mlp_activation == "relu":  # before any range is observed: the MLPs' float weights change
-        info["relu_mlp_fit"] = fit_relu_mlps(qmodel, observable_copy(loaded.model).to(dev), images, ReluFitOptions(),
-                                             batch_size, progress)
+        info["relu_mlp_fit"] = fit_relu_mlps(qmodel, fp, images, ReluFitOptions(), batch_size, progress)
     if config.reparam != "none":
         info["reparameterized_layers"] = reparameterize(qmodel, images, batch_size, config.reparam == "all",
                                                          config.reparam_skip_blocks)
@@ -147,7 +147,6 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
     if config.weight_rounding == "gptq":
         info["gptq_layers"] = gptq_quantize(qmodel, images, batch_size, progress)
     info["calibrate_seconds"] = time.perf_counter() - t0
-    fp = observable_copy(loaded.model).to(dev)
     if reconstruct_options is not None and reconstruct_options.steps > 0:
         t1 = time.perf_counter()
         info["reconstruct"] = {"options": asdict(reconstruct_options),

@@ -54,7 +54,8 @@ def swap_gelu_for_relu(model: nn.Module) -> int:
     return swapped
 
 
-def _mlp_io(model: nn.Module, mlp: nn.Module, images: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _mlp_io(model: nn.Module, mlp: nn.Module, images: torch.Tensor,
+            batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """What `mlp` receives and returns when `model` runs on `images`, as (tokens, channels) rows."""
     ins: list[torch.Tensor] = []
     outs: list[torch.Tensor] = []
@@ -68,7 +69,15 @@ def _mlp_io(model: nn.Module, mlp: nn.Module, images: torch.Tensor, batch_size: 
     return torch.cat(ins), torch.cat(outs)
 
 
-def mlp_output_errors(qmodel: nn.Module, fp_model: nn.Module, images: torch.Tensor, batch_size: int = 32) -> list[float]:
+def _relative_error(mlp: nn.Module, x: torch.Tensor, target: torch.Tensor, rows: int = 8192) -> float:
+    """mean((mlp(x) − target)²) / mean(target²), in slices of `rows` tokens."""
+    with torch.no_grad():
+        err = sum((mlp(x[i:i + rows]) - target[i:i + rows]).pow(2).sum() for i in range(0, len(x), rows))
+        return (err / target.pow(2).sum().clamp_min(1e-30)).item()
+
+
+def mlp_output_errors(qmodel: nn.Module, fp_model: nn.Module, images: torch.Tensor,
+                      batch_size: int = 32) -> list[float]:
     """Per block, `qmodel`'s MLP output error relative to the mean square of `fp_model`'s, both MLPs fed the
     float model's MLP inputs for `images` (how well a ReLU MLP stands in for the GELU one there)."""
     out = []
@@ -76,9 +85,7 @@ def mlp_output_errors(qmodel: nn.Module, fp_model: nn.Module, images: torch.Tens
         q_mlp, fp_mlp = mlp_of(qb), mlp_of(fb)
         if q_mlp is None or fp_mlp is None:
             continue
-        x, target = _mlp_io(fp_model, fp_mlp, images, batch_size)
-        with torch.no_grad():
-            out.append(((q_mlp(x) - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-30)).item())
+        out.append(_relative_error(q_mlp, *_mlp_io(fp_model, fp_mlp, images, batch_size)))
     return out
 
 
@@ -95,13 +102,7 @@ def fit_relu_mlps(qmodel: nn.Module, fp_model: nn.Module, images: torch.Tensor, 
             continue
         x, target = _mlp_io(fp_model, fp_mlp, images, batch_size)
         scale = target.pow(2).mean().clamp_min(1e-30)
-
-        def relative_error() -> float:
-            with torch.no_grad():
-                err = sum((q_mlp(x[i:i + 8192]) - target[i:i + 8192]).pow(2).sum() for i in range(0, len(x), 8192))
-                return (err / target.numel() / scale).item()
-
-        before = relative_error()
+        before = _relative_error(q_mlp, x, target)
         params = [p for layer in (q_mlp.fc1, q_mlp.fc2) for p in _float_params(layer)]
         for p in params:
             p.requires_grad_(True)
@@ -117,7 +118,7 @@ def fit_relu_mlps(qmodel: nn.Module, fp_model: nn.Module, images: torch.Tensor, 
         finally:
             for p in params:
                 p.requires_grad_(False)
-        losses.append({"before": before, "after": relative_error()})
+        losses.append({"before": before, "after": _relative_error(q_mlp, x, target)})
     return losses
 
 
