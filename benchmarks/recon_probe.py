@@ -31,6 +31,9 @@ VARIANTS = {
     "fisher, lr 1e-1": {"objective": "fisher", "lr": 1e-1},
     "mse, 300 steps": {"steps": 300},
     "mse, no QDrop": {"drop_prob": 0.0},
+    # each token's error relative to its float variance (the next LayerNorm's view): the massive tokens of blocks 7+
+    "relative": {"objective": "relative"},
+    "relative, no act steps": {"objective": "relative", "act_lr": 0.0},
 }
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dfqvit.api import load_quantized, observable_copy, quantize, real_images, save_quantized
-from dfqvit.correction.reconstruct import ReconstructOptions, fisher_weights, reconstruct
+from dfqvit.correction.reconstruct import ReconstructOptions, fisher_weights, reconstruct, token_weights
 from dfqvit.errors import ConfigError
 from dfqvit.models import find_blocks
 from dfqvit.presets import quant_config
@@ -100,9 +100,9 @@ def test_gptq_gives_a_lower_layer_output_error_than_round_to_nearest():
     assert err(gptq) < 0.7 * err(rtn)
 
 
-def _block_errors(q, fp, images, weights=None):
-    """Each block's (optionally weighted) squared output error on `images`: the quantized block on the
-    quantized model's inputs against the float block on the float model's."""
+def _block_errors(q, fp, images, weights=None, relative=False):
+    """Each block's (optionally weighted, or per float token's variance) squared output error on `images`:
+    the quantized block on the quantized model's inputs against the float block on the float model's."""
     errs = []
     for k, (qb, fb) in enumerate(zip([b for _, b in find_blocks(q)], [b for _, b in find_blocks(fp)])):
         outs = {}
@@ -114,6 +114,8 @@ def _block_errors(q, fp, images, weights=None):
         hq.remove()
         hf.remove()
         w = 1.0 if weights is None else weights[k]
+        if relative:
+            w = w / outs["f"].var(-1, keepdim=True)
         errs.append(((outs["q"] - outs["f"]).pow(2) * w).mean().item())
     return errs
 
@@ -193,6 +195,30 @@ def test_fisher_weighted_reconstruction_on_fresh_views_lowers_its_objective_on_h
     # on the 32 class tokens (in the last block on nothing else), which fixed inputs fit: measured on seeds 0-3,
     # held-out +5 to +14 % on fixed inputs (on an earlier machine -3 %), -9 to -18 % on fresh views.
     assert ratios[True] < 0.95 and ratios[True] < ratios[False]
+
+
+def test_relative_objective_weighs_each_token_by_its_float_variance():
+    target = torch.randn(4, 10, 32, generator=torch.Generator().manual_seed(0))
+    target[:, 0] *= 100.0  # a massive-activation token
+    w, scale = token_weights(target)
+    assert w.shape == (4, 10, 1) and w.mean().item() == pytest.approx(1.0, rel=1e-5)
+    ratio = (w[:, 1:].mean() / w[:, 0].mean()).item()
+    assert ratio == pytest.approx(1e4, rel=0.3)  # its error counts 100² times less: relative, as LayerNorm reads it
+    again, _ = token_weights(target[1:3], scale)  # a fresh batch is weighted on the fixed target's scale
+    assert torch.allclose(again, w[1:3])
+
+
+def test_relative_reconstruction_lowers_the_relative_error_on_held_out_images(tiny, calib, digits_heldout):
+    fp = observable_copy(tiny.model).eval()
+    held = digits_heldout[0][:128]
+    q = QuantizedViT(tiny.model, QuantConfig(w_bits=3, a_bits=4))
+    calibrate(q, calib)
+    before = _block_errors(q, fp, held, relative=True)
+    losses = reconstruct(q, fp, calib, ReconstructOptions(steps=40, seed=0, objective="relative", lr=0.1),
+                         progress=False)
+    assert all(l["after"] < l["before"] for l in losses)  # on its own images
+    after = _block_errors(q, fp, held, relative=True)
+    assert sum(after) < 0.9 * sum(before), (before, after)
 
 
 def test_reconstructing_the_first_blocks_leaves_the_rest_untouched(tiny, calib):
@@ -546,3 +572,17 @@ def test_relu_mlp_models_repeat_exactly_save_reload_and_export_with_the_same_log
 
     a = build_parser().parse_args(["quantize", "--images", "x.pt", "--a-bits", "4", "--mlp-activation", "relu"])
     assert _quant_config(a).mlp_activation == "relu"
+
+
+def test_the_report_names_the_reconstruction_objective():
+    from dfqvit.pipeline import parts_run
+    from dfqvit.synthesis import get_method
+
+    def recon_part(objective: str) -> str:
+        parts = parts_run(get_method("real"), QuantConfig(w_bits=4, a_bits=4), 32, None,
+                          ReconstructOptions(steps=100, objective=objective), {})
+        return next(p for p in parts if p.startswith("block reconstruction["))
+
+    assert "Fisher-weighted (T=20)" in recon_part("fisher")
+    assert "relative to each float token's variance" in recon_part("relative")
+    assert "Fisher" not in recon_part("mse") and "relative" not in recon_part("mse")

@@ -113,8 +113,9 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reconstruct-blocks", type=int, default=None,
                    help="reconstruct only the first N blocks (0 = all; default: the preset's)")
     g.add_argument("--reconstruct-objective", default=None, choices=list(RECON_OBJECTIVES),
-                   help="block output error to reconstruct: plain squared error, or weighted by the float "
-                        "model's Fisher diagonal (which outputs its prediction depends on); default: the preset's")
+                   help="block output error to reconstruct: plain squared error, weighted by the float "
+                        "model's Fisher diagonal (which outputs its prediction depends on), or relative to each "
+                        "float token's variance (as the next LayerNorm reads it); default: the preset's")
     g.add_argument("--reconstruct-views", default=None, choices=["fixed", "fresh"],
                    help="reconstruct on the calibration set's fixed block inputs, or on a new random crop/flip of "
                         "its images every step (block inputs recomputed; slower); default: the preset's")

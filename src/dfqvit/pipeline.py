@@ -182,7 +182,8 @@ def parts_run(method: Method, quant: QuantConfig, n_images: int, distill: Distil
     parts.append(f"calibration[{n_images} images; {quant.weight_observer} weights, {quant.act_observer} activations"
                  f"{'; ' + ', '.join(extra) if extra else ''}]")
     if recon is not None:
-        weighted = f"; Fisher-weighted (T={recon.fisher_temperature:g})" if recon.objective == "fisher" else ""
+        weighted = {"fisher": f"; Fisher-weighted (T={recon.fisher_temperature:g})",
+                    "relative": "; error relative to each float token's variance"}.get(recon.objective, "")
         done = len(qinfo.get("reconstruct", {}).get("block_loss", []))
         which = ""
         if recon.first_blocks:  # a model shallower than the preset's reach: say that every block ran

@@ -14,7 +14,10 @@ element (`fisher`) by how much the float model's prediction depends on it — th
 Fisher information of the model's own, temperature-softened predictive distribution, averaged over
 the images (the Hessian-weighted objectives of BRECQ / APHQ-ViT / FIMA-Q, in the form that needs no
 labels). Plain MSE spends the rounding on every token alike; in a class-token model the last block's
-patch tokens never reach the head at all.
+patch tokens never reach the head at all. The third, `relative`, divides each token's squared error by
+that float token's variance over channels — the error as the next LayerNorm reads it — so the few
+massive-activation tokens of the deep blocks (two per image carry over half the residual energy in
+ViT-Tiny from block 7) stop being the whole objective.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from ..quant.quantizers import UniformQuantizer
 from .distill import step_keeping_scales_positive
 
 ZETA, GAMMA = 1.1, -0.1  # AdaRound's stretch of the sigmoid, so h reaches exactly 0 and 1
-OBJECTIVES = ("mse", "fisher")
+OBJECTIVES = ("mse", "fisher", "relative")
 
 
 @dataclass
@@ -49,7 +52,7 @@ class ReconstructOptions:
     drop_prob: float = 0.5  # QDrop: probability of feeding the float input element
     warmup: float = 0.2  # fraction of steps without the regulariser
     seed: int = 0
-    objective: str = "mse"  # or "fisher": squared error weighted by the float model's output sensitivity
+    objective: str = "mse"  # "fisher": weighted by the float model's output sensitivity; "relative": per float token's variance
     fisher_temperature: float = 20.0  # softens the predictive distribution the labels are drawn from
     fisher_draws: int = 4  # labels drawn per image for the Fisher estimate
     first_blocks: int = 0  # reconstruct only the first N blocks (0 = all): on synthetic images the deep ones do not transfer
@@ -147,6 +150,15 @@ def fisher_weights(fp_model: nn.Module, fp_blocks: list[nn.Module], images: torc
     return weights
 
 
+def token_weights(target: torch.Tensor, scale: float | None = None) -> tuple[torch.Tensor, float]:
+    """1 / (each float output token's variance over channels), times `scale`, which makes the weights of
+    the fixed target average 1 (returned, so fresh targets are weighted on the same scale)."""
+    inv = 1.0 / target.float().var(-1, keepdim=True).clamp_min(1e-12)
+    if scale is None:
+        scale = 1.0 / inv.mean().item()
+    return inv * scale, scale
+
+
 def _act_scales(block: nn.Module) -> list[nn.Parameter]:
     return [m.scale for m in block.modules() if isinstance(m, UniformQuantizer) and m.channel_axis is None]
 
@@ -164,11 +176,13 @@ def reconstruct_block(q_block: nn.Module, fp_block: nn.Module, x_q: torch.Tensor
     with torch.no_grad():
         target = torch.cat([fp_block(x_fp[i:i + options.batch_size]) for i in range(0, len(x_fp), options.batch_size)])
     w = 1.0 if weight is None else weight.to(x_q.device)
+    relative = options.objective == "relative"
+    target_w, token_scale = token_weights(target) if relative else (1.0, None)
 
     def output_error() -> float:
         with torch.no_grad():
             outs = [q_block(x_q[i:i + options.batch_size]) for i in range(0, len(x_q), options.batch_size)]
-            return ((torch.cat(outs) - target).pow(2) * w).mean().item()
+            return ((torch.cat(outs) - target).pow(2) * w * target_w).mean().item()
 
     layers = [m for m in q_block.modules() if isinstance(m, _QuantWeighted)]
     before = output_error()
@@ -188,15 +202,17 @@ def reconstruct_block(q_block: nn.Module, fp_block: nn.Module, x_q: torch.Tensor
             idx = torch.randperm(len(x_q), generator=gen)[:options.batch_size].to(x_q.device)
             if fresh_inputs is None:
                 inp, inp_fp, want = x_q[idx], x_fp[idx], target[idx]
+                want_w = target_w[idx] if relative else 1.0
             else:
                 inp, inp_fp = fresh_inputs(idx)
                 with torch.no_grad():
                     want = fp_block(inp_fp)
+                want_w = token_weights(want, token_scale)[0] if relative else 1.0
             if options.drop_prob > 0:
                 keep_fp = torch.rand(inp.shape, generator=gen).to(inp.device) < options.drop_prob
                 inp = torch.where(keep_fp, inp_fp, inp)
             # BRECQ's weighting: squared error summed over a sample's outputs, averaged over samples
-            loss = ((q_block(inp) - want).pow(2) * w).flatten(1).sum(1).mean()
+            loss = ((q_block(inp) - want).pow(2) * w * want_w).flatten(1).sum(1).mean()
             if step >= warm:
                 beta = 20 + (2 - 20) * (step - warm) / max(options.steps - warm, 1)
                 loss = loss + options.round_weight * sum(layer.weight_override.regulariser(beta) for layer in layers)
