@@ -69,6 +69,12 @@ def _mlp_io(model: nn.Module, mlp: nn.Module, images: torch.Tensor,
     return torch.cat(ins), torch.cat(outs)
 
 
+def _mlp_pairs(qmodel: nn.Module, fp_model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """The (quantized, float) MLPs of the blocks the two models share, where both are fc1 → act → fc2 MLPs."""
+    pairs = [(mlp_of(qb), mlp_of(fb)) for (_, qb), (_, fb) in zip(find_blocks(qmodel), find_blocks(fp_model))]
+    return [(q, f) for q, f in pairs if q is not None and f is not None]
+
+
 def _relative_error(mlp: nn.Module, x: torch.Tensor, target: torch.Tensor, rows: int = 8192) -> float:
     """mean((mlp(x) − target)²) / mean(target²), in slices of `rows` tokens."""
     with torch.no_grad():
@@ -80,13 +86,8 @@ def mlp_output_errors(qmodel: nn.Module, fp_model: nn.Module, images: torch.Tens
                       batch_size: int = 32) -> list[float]:
     """Per block, `qmodel`'s MLP output error relative to the mean square of `fp_model`'s, both MLPs fed the
     float model's MLP inputs for `images` (how well a ReLU MLP stands in for the GELU one there)."""
-    out = []
-    for (_, qb), (_, fb) in zip(find_blocks(qmodel), find_blocks(fp_model)):
-        q_mlp, fp_mlp = mlp_of(qb), mlp_of(fb)
-        if q_mlp is None or fp_mlp is None:
-            continue
-        out.append(_relative_error(q_mlp, *_mlp_io(fp_model, fp_mlp, images, batch_size)))
-    return out
+    return [_relative_error(q_mlp, *_mlp_io(fp_model, fp_mlp, images, batch_size))
+            for q_mlp, fp_mlp in _mlp_pairs(qmodel, fp_model)]
 
 
 def fit_relu_mlps(qmodel: nn.Module, fp_model: nn.Module, images: torch.Tensor, options: ReluFitOptions,
@@ -95,10 +96,9 @@ def fit_relu_mlps(qmodel: nn.Module, fp_model: nn.Module, images: torch.Tensor, 
     same block, on the float model's MLP inputs for `images`. Returns, per block, the MLP output's mean
     squared error relative to the target's mean square, before and after the fit."""
     gen = torch.Generator().manual_seed(options.seed)
-    pairs = [(mlp_of(qb), mlp_of(fb)) for (_, qb), (_, fb) in zip(find_blocks(qmodel), find_blocks(fp_model))]
     losses = []
-    for q_mlp, fp_mlp in tqdm(pairs, desc="relu mlp", disable=not progress, leave=False):
-        if q_mlp is None or fp_mlp is None or not isinstance(q_mlp.act, nn.ReLU):
+    for q_mlp, fp_mlp in tqdm(_mlp_pairs(qmodel, fp_model), desc="relu mlp", disable=not progress, leave=False):
+        if not isinstance(q_mlp.act, nn.ReLU):
             continue
         x, target = _mlp_io(fp_model, fp_mlp, images, batch_size)
         scale = target.pow(2).mean().clamp_min(1e-30)
