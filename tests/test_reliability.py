@@ -130,15 +130,34 @@ def test_ctrl_c_to_a_two_process_synthesis_stops_every_worker_and_leaves_it_resu
         time.sleep(0.2)
     assert list(stage.glob("shard-*.ckpt.pt")), "the workers never started"
     parent.send_signal(signal.SIGINT)  # to the command alone, as `kill -INT` does, not to its group
-    parent.wait(timeout=120)
+    _, err = parent.communicate(timeout=120)
     time.sleep(1.0)
     assert _processes_mentioning(str(out)) == [], "workers outlived the command"
-    assert not out.exists() and list(stage.glob("shard-*.ckpt.pt"))  # interrupted, resumable
+    seen = f"exit {parent.returncode}; stage {sorted(p.name for p in stage.iterdir()) if stage.exists() else None}; " \
+           f"stderr tail: {err[-1500:]}"
+    assert not out.exists(), f"the set was finished after Ctrl-C ({seen})"
+    assert list(stage.glob("shard-*.ckpt.pt")), f"no checkpoint left to resume ({seen})"
     resumed = subprocess.run([*cmd[:cmd.index("--iterations") + 1], "4", *cmd[cmd.index("--iterations") + 2:],
                               "--resume"], env=env, capture_output=True, text=True, timeout=600)
     # a changed --iterations is another run: refused, with advice that works
     assert resumed.returncode != 0 and "--overwrite" in resumed.stderr and "drop --resume" not in resumed.stderr
     assert _processes_mentioning(str(out)) == []
+
+
+def test_ctrl_c_after_the_last_iterations_check_still_interrupts_the_synthesis():
+    """A Ctrl-C that lands after the loop's last look at the flag (the final batch's last step) must not be
+    dropped: the command would carry on to calibration and export as if nothing was pressed."""
+    from dfqvit.synthesis.loop import _DeferredInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with _DeferredInterrupt():
+            os.kill(os.getpid(), signal.SIGINT)  # deferred: the handler only sets the flag
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is before
+    with _DeferredInterrupt() as quiet:  # no Ctrl-C, no exception
+        pass
+    assert not quiet.hit
 
 
 # 4 ---------------------------------------------------------------------------------------------

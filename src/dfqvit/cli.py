@@ -268,15 +268,18 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
     return 0
 
 
-INTERRUPT_GRACE_S = 30.0  # what workers get to write their checkpoints after Ctrl-C, before SIGKILL
+# What torchrun gets after Ctrl-C before SIGKILL. Its workers run in sessions of their own (torch elastic starts
+# them so), out of reach of our killpg: torchrun itself passes the signal on and SIGKILLs them after its own 30 s,
+# so ours waits longer, or a worker still writing its checkpoint would lose its killer and outlive the command.
+INTERRUPT_GRACE_S = 45.0
 
 
 def run_process_group(cmd: list[str]) -> int:
     """Run `cmd` (torchrun and its workers) in a process group of its own and wait for it.
 
-    Ctrl-C or SIGTERM to this process is passed to the whole group (every worker checkpoints
-    and stops; torchrun alone would only reach its direct children), then, after
-    INTERRUPT_GRACE_S, whatever is left is killed: no worker outlives the command."""
+    Ctrl-C or SIGTERM to this process is passed to torchrun's group; torchrun passes it to each worker
+    (every worker checkpoints and stops) and kills the ones still running after 30 s; after
+    INTERRUPT_GRACE_S whatever is left of torchrun's group is killed."""
     import os
     import signal
     import subprocess

@@ -163,9 +163,11 @@ class _DeferredInterrupt:
     def _handle(self, *_):
         self.hit = True
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *_) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+        if self.hit and exc_type is None:  # Ctrl-C after the last iteration's check is still Ctrl-C
+            raise KeyboardInterrupt
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
