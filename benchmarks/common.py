@@ -246,6 +246,10 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                         for other in r.get("also", ()):  # more images without new synthesis: cached sets joined
                             more, more_s = calibration_images(loaded, get_method(other), opts, calib_folder, device)
                             images, syn_s = torch.cat([images, more]), syn_s + more_s
+                        for other_seed in r.get("also_seeds", ()):  # the same method's sets of other seeds joined
+                            more, more_s = calibration_images(loaded, method, replace(opts, seed=other_seed),
+                                                              calib_folder, device)
+                            images, syn_s = torch.cat([images, more]), syn_s + more_s
                         if r.get("first"):  # a subset of the set: the same images, fewer of them
                             images = images[:r["first"]]
                         if r.get("views"):
@@ -260,7 +264,8 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                     steps = extra.get("reconstruct_steps", base.reconstruct_steps)
                     recon = {**base.reconstruct, **extra.get("reconstruct", {})}
                     terms = tuple(r.get("distill_terms") or method.distill_terms)  # a row may pick its own
-                    distill = DistillOptions(steps=r["distill"], terms=terms, seed=seed) if r["distill"] else None
+                    distill = DistillOptions(steps=r["distill"], terms=terms, seed=seed,
+                                             fresh_views=r.get("distill_views") == "fresh") if r["distill"] else None
                     out = cell(loaded, images, cfg, eval_x, eval_y, fp["logits"], r["acm"], r["acm_variant"],
                                distill, steps, device, seed, recon)
                     out["synthesis_s"] = syn_s

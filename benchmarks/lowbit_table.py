@@ -102,6 +102,8 @@ VARIANTS = {
     # against 3.921 with plain MSE on held-out real images): the preset with it, and every block with it
     "strong-synthetic+recon, relative": {"base": "strong-synthetic+recon", "reconstruct": {"objective": "relative"}},
     "strong-synthetic+recon, every block, relative": synthetic_recon(first_blocks=0, objective="relative"),
+    "strong-synthetic+recon, every block, relative, fresh views": synthetic_recon(first_blocks=0, objective="relative",
+                                                                                fresh_views=True),
     # the real-image preset with the relative objective in place of the Fisher weights (lr 0.1 kept)
     "strong+recon, relative": {"base": "strong+recon", "reconstruct": {"objective": "relative"}},
     "strong+recon, fisher": {"base": "strong+recon"},
@@ -113,6 +115,14 @@ VARIANTS = {
                                                            "gelu_quantizer": "uniform"},
     "strong+recon, fisher, 300 steps": {"base": "strong+recon", "reconstruct_steps": 300},
     "strong+recon, fisher + 4 views": {"base": "strong+recon", "calib_views": 4},
+    # GPTQ on synthetic images without block 0's reparameterization (`strong` on DFQ-ViT images, which has both,
+    # collapsed W4A4 to 1.2 %), at GPTQ's usual damping and at ten and a hundred times it (a larger ridge trusts the
+    # synthetic images' input correlations less; at very large damping GPTQ approaches nearest rounding)
+    "strong-synthetic + GPTQ, 4 views": {"base": "strong-synthetic", "weight_rounding": "gptq", "calib_views": 4},
+    "strong-synthetic + GPTQ damp 0.1, 4 views": {"base": "strong-synthetic", "weight_rounding": "gptq",
+                                                  "gptq_damp": 0.1, "calib_views": 4},
+    "strong-synthetic + GPTQ damp 1, 4 views": {"base": "strong-synthetic", "weight_rounding": "gptq",
+                                                "gptq_damp": 1.0, "calib_views": 4},
     "strong-synthetic+recon + compensation": {"base": "strong-synthetic", "act_compensation": "ridge",
                                               "reconstruct_steps": 100, **TWIN},
 }
@@ -129,7 +139,14 @@ ROWS = [row("real", "real"), row("dfq-vit", "dfq-vit"), row("psaq", "psaq"), row
         {**row("psaq, first 32 images", "psaq"), "first": 32},
         {**row("psaq + distillation", "psaq", distill=200), "distill_terms": ("logits", "attention")},
         {**row("psaq, first 32 images + distillation", "psaq", distill=200), "distill_terms": ("logits", "attention"),
-         "first": 32}]
+         "first": 32},
+        # 128 images as the default `dfqvit run` takes, made as four seeded sets of 32 (the run's seed and the
+        # next three) so that two one-thread processes synthesize them in parallel (synthesize_sets.py)
+        {**row("dfq-vit, 4 sets of 32 (128 images)", "dfq-vit"), "also_seeds": (1, 2, 3)},
+        # MimiQ's distillation (logits + head-wise attention, 200 steps) after the preset's calibration and
+        # reconstruction, each step on a new crop/flip of the images instead of the images with random flips
+        {**row("dfq-vit + distillation, fresh views", "dfq-vit", distill=200), "distill_terms": ("logits", "attention"),
+         "distill_views": "fresh"}]
 
 
 def main() -> None:

@@ -44,9 +44,13 @@ def test_cli_run_writes_report_model_and_grid(tmp_path):
     import json
 
     report = json.loads((out / "report.json").read_text())
-    # the default data-free combination: DFQ-ViT images, preset auto → strong-synthetic+recon at W4A8, no ACM
-    assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic+recon"
+    # the default data-free combination: DFQ-ViT images, preset auto → strong-synthetic+recon-relative at W4A8, no ACM
+    assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic+recon-relative"
     assert report["quantize"]["acm_every"] == 0 and not report["quantize"]["acm_blocks"]
+    parts = " ".join(report["parts_run"])  # every block (no "first N blocks"), fixed inputs, the relative objective
+    assert "error relative to each float token's variance" in parts and "first 6 blocks" not in parts
+    assert "crop/flip of its images every step" not in parts
+    assert len(report["quantize"]["reconstruct"]["block_loss"]) == 4  # all 4 blocks of the tiny model
     assert not (tmp_path / "out.partial").exists()
 
 
@@ -66,7 +70,10 @@ def test_python_default_run_options_at_4_bit_activations_take_what_the_cli_takes
     assert low.reconstruct_steps == recon.reconstruct_steps == 100 and low.reconstruct == {"first_blocks": 6, "fresh_views": True}
     default = default_run_options()  # QuantConfig's bits, as `dfqvit run` without --w-bits / --a-bits
     assert (default.quant.w_bits, default.quant.a_bits) == (QuantConfig().w_bits, QuantConfig().a_bits)
-    assert default.preset == "strong-synthetic+recon" and default.reconstruct_steps == 100  # 4-bit weights
+    # 4-bit weights over 8-bit activations: every block, the relative objective, fixed inputs
+    assert default.preset == "strong-synthetic+recon-relative" and default.reconstruct_steps == 100
+    assert default.reconstruct == {"first_blocks": 0, "fresh_views": False, "objective": "relative"}
+    assert default.quant == quant_config("strong-synthetic", w_bits=4, a_bits=8)  # the same quantizer
     six = default_run_options(w_bits=6, a_bits=6)
     assert six.preset == "strong-synthetic" and six.reconstruct_steps == 0 and six.reconstruct == {}
     with pytest.raises(ConfigError, match="a_bits=4"):
@@ -84,5 +91,5 @@ def test_python_default_run_options_run_the_cli_default_combination(tmp_path):
                                progress=False)
     run(opts)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic+recon"
+    assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic+recon-relative"
     assert report["quantize"]["acm_every"] == 0 and not report["quantize"]["acm_blocks"]

@@ -100,6 +100,24 @@ def test_gptq_gives_a_lower_layer_output_error_than_round_to_nearest():
     assert err(gptq) < 0.7 * err(rtn)
 
 
+def test_gptq_damping_moves_it_from_the_input_correlations_to_round_to_nearest():
+    """--gptq-damp: the ridge trades how much GPTQ trusts the calibration inputs' correlations. Small damping
+    compensates through them; a ridge that swamps the Hessian leaves nothing to compensate through."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 96, generator=gen)
+    x = torch.randn(512, 96, generator=gen) @ torch.randn(96, 96, generator=gen) * 0.3
+    q = _calibrated(UniformQuantizer(3, "minmax", channel_axis=0, shape=tuple(w.shape)), w)
+    h = 2 * x.T @ x / len(x)
+    err = lambda wq: (x @ (wq - w).T).pow(2).mean()
+    errors = [err(gptq_weight(w, h, q.scale, q.zero_point, 3, damp=d)) for d in (0.01, 0.1, 1.0)]
+    assert errors[0] < errors[1] < errors[2] < err(q(w))  # on its own inputs, less damping fits them better
+    swamped = gptq_weight(w, h, q.scale, q.zero_point, 3, damp=1e9)
+    assert torch.equal(swamped, q(w))  # all ridge, no correlations: round to nearest exactly
+    with pytest.raises(ConfigError, match="GPTQ damping"):
+        QuantConfig(gptq_damp=0.0)
+    assert "gptq weights (damping 0.1)" in QuantConfig(weight_rounding="gptq", gptq_damp=0.1).parts()
+
+
 def _block_errors(q, fp, images, weights=None, relative=False):
     """Each block's (optionally weighted, or per float token's variance) squared output error on `images`:
     the quantized block on the quantized model's inputs against the float block on the float model's."""
@@ -312,8 +330,12 @@ def test_the_auto_preset_uses_gptq_only_with_real_images():
     assert _preset(parse(["quantize", "--images", "syn/", *six])) == "strong-synthetic"
     assert _preset(parse(["quantize", "--calib-data", "calib/", "--w-bits", "8"])) == "strong"
     assert _preset(parse(["run", "--method", "real", "--preset", "basic"])) == "basic"
-    # at ≤ 4-bit weights or activations: block reconstruction (synthetic images: the first blocks only)
-    assert _preset(parse(["run"])) == "strong-synthetic+recon"  # the default W4A8
+    # at ≤ 4-bit weights or activations: block reconstruction (synthetic images: the first blocks only at
+    # ≤ 4-bit activations, every block with the relative objective when only the weights are that low)
+    assert _preset(parse(["run"])) == "strong-synthetic+recon-relative"  # the default W4A8
+    assert _preset(parse(["quantize", "--images", "syn/", "--w-bits", "3", "--a-bits", "6"])) == \
+        "strong-synthetic+recon-relative"
+    assert _preset(parse(["run", "--w-bits", "4", "--a-bits", "4"])) == "strong-synthetic+recon"
     assert _preset(parse(["run", "--w-bits", "8", "--a-bits", "4"])) == "strong-synthetic+recon"
     assert _preset(parse(["quantize", "--images", "syn/", "--a-bits", "3"])) == "strong-synthetic+recon"
     assert _preset(parse(["run", "--method", "real", "--a-bits", "4"])) == "strong+recon"

@@ -145,7 +145,7 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
     if config.act_compensation == "ridge":
         info["compensated_layers"] = compensate_activation_error(qmodel, images, batch_size, progress=progress)
     if config.weight_rounding == "gptq":
-        info["gptq_layers"] = gptq_quantize(qmodel, images, batch_size, progress)
+        info["gptq_layers"] = gptq_quantize(qmodel, images, batch_size, progress, damp=config.gptq_damp)
     info["calibrate_seconds"] = time.perf_counter() - t0
     if reconstruct_options is not None and reconstruct_options.steps > 0:
         t1 = time.perf_counter()

@@ -83,7 +83,8 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("quantization (unset options take the preset's value)")
     g.add_argument("--preset", default=DEFAULT_PRESET, choices=[AUTO, *PRESETS],
                    help="quantizer preset; auto: strong for real calibration images, strong-synthetic (no GPTQ) otherwise, "
-                        "each +recon (block reconstruction) at <= 4-bit weights or activations")
+                        "each +recon (block reconstruction) at <= 4-bit weights or activations (synthetic images at "
+                        "4-bit weights over wider activations: strong-synthetic+recon-relative, every block)")
     g.add_argument("--w-bits", type=int, default=4, help="weight bits, 2..8")
     g.add_argument("--a-bits", type=int, default=8, help="activation bits, 2..8")
     g.add_argument("--head-bits", type=int, default=8, help="classifier weight and input bits")
@@ -101,6 +102,9 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gelu-quantizer", default=None, choices=list(GELU_QUANTIZERS), help="fc2-input quantizer")
     g.add_argument("--weight-rounding", default=None, choices=list(WEIGHT_ROUNDINGS),
                    help="round to nearest, or GPTQ error compensation")
+    g.add_argument("--gptq-damp", type=float, default=None,
+                   help="GPTQ's damping: a ridge of this fraction of the input Hessian's mean diagonal (default 0.01; "
+                        "larger trusts the calibration images' input correlations less)")
     g.add_argument("--act-compensation", default=None, choices=list(ACT_COMPENSATIONS),
                    help="ridge: re-fit each Linear's weights to its rounded inputs before rounding them (ERQ)")
     g.add_argument("--mlp-activation", default=None, choices=list(MLP_ACTIVATIONS),
@@ -174,8 +178,9 @@ def _quant_config(a: argparse.Namespace):
                         reparam_skip_blocks=a.reparam_skip_blocks,
                         act_search=a.act_search,
                         softmax_quantizer=a.softmax_quantizer, gelu_quantizer=a.gelu_quantizer,
-                        weight_rounding=a.weight_rounding, act_compensation=a.act_compensation,
-                        calib_views=a.calib_views, mlp_activation=a.mlp_activation)
+                        weight_rounding=a.weight_rounding, gptq_damp=a.gptq_damp,
+                        act_compensation=a.act_compensation, calib_views=a.calib_views,
+                        mlp_activation=a.mlp_activation)
 
 
 def _reconstruct_overrides(a: argparse.Namespace) -> dict[str, Any]:

@@ -65,8 +65,9 @@ class RunOptions:
 def default_run_options(w_bits: int = QuantConfig.w_bits, a_bits: int = QuantConfig.a_bits,
                         **overrides: Any) -> RunOptions:
     """The best data-free combination measured, as `dfqvit run` without --method runs it: DFQ-ViT
-    images, 128 of them, the `auto` preset at these bits (strong-synthetic; at ≤ 4-bit weights or
-    activations strong-synthetic+recon, with its reconstruction of the first blocks), no ACM.
+    images, 128 of them, the `auto` preset at these bits (strong-synthetic; at ≤ 4-bit activations
+    strong-synthetic+recon, with its reconstruction of the first blocks; at 4-bit weights over wider
+    activations strong-synthetic+recon-relative, every block), no ACM.
     RunOptions() alone keeps each method as published (32 images, the method's own ACM)."""
     from .presets import DEFAULT_PRESET, get_preset, quant_config, resolve_preset
 

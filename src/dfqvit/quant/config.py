@@ -31,6 +31,7 @@ class QuantConfig:
     reparam_skip_blocks: int = 0  # the first N blocks keep per-tensor post-LayerNorm inputs (see quant/reparam.py)
     act_search: str = "none"  # none | output: Linear-input ranges chosen by the layer's output error
     weight_rounding: str = "nearest"  # nearest | gptq (second-order error compensation on the calibration images)
+    gptq_damp: float = 0.01  # GPTQ's ridge on the input Hessian, a fraction of its mean diagonal
     act_compensation: str = "none"  # none | ridge: weights re-fitted to the rounded inputs before rounding (ERQ)
     calib_views: int = 1  # calibration views per image: 1 = the images; k > 1 adds k − 1 crops/flips of each
     mlp_activation: str = "gelu"  # relu: every MLP's GELU → ReLU, fc1/fc2 re-fitted in float on the calibration images
@@ -58,6 +59,8 @@ class QuantConfig:
             raise ConfigError(f"calibration views per image must be an integer >= 1, got {self.calib_views}")
         if self.reparam_skip_blocks < 0:
             raise ConfigError(f"reparam-skip-blocks must be >= 0, got {self.reparam_skip_blocks}")
+        if not (isinstance(self.gptq_damp, (int, float)) and 0.0 < self.gptq_damp < float("inf")):
+            raise ConfigError(f"GPTQ damping must be > 0 and finite, got {self.gptq_damp}")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
 
@@ -78,7 +81,8 @@ class QuantConfig:
         if self.act_compensation != "none":
             out.append(f"{self.act_compensation}-compensated weights (activation error)")
         if self.weight_rounding != "nearest":
-            out.append(f"{self.weight_rounding} weights")
+            damp = f" (damping {self.gptq_damp:g})" if self.weight_rounding == "gptq" and self.gptq_damp != 0.01 else ""
+            out.append(f"{self.weight_rounding} weights{damp}")
         if self.calib_views > 1:
             out.append(f"{self.calib_views} crop/flip calibration views per image")
         return out
