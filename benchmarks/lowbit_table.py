@@ -123,6 +123,16 @@ VARIANTS = {
                                                   "gptq_damp": 0.1, "calib_views": 4},
     "strong-synthetic + GPTQ damp 1, 4 views": {"base": "strong-synthetic", "weight_rounding": "gptq",
                                                 "gptq_damp": 1.0, "calib_views": 4},
+    # the calibration images low-passed (Gaussian σ in input pixels): synthetic images are near white noise at
+    # high frequencies where photographs fall as f^-2 (data/lowpass.py)
+    "strong-synthetic, no recon, blur 1": {"base": "strong-synthetic", "calib_views": 4, "calib_blur": 1.0},
+    "strong-synthetic, no recon, blur 0.5": {"base": "strong-synthetic", "calib_views": 4, "calib_blur": 0.5},
+    "strong-synthetic, no recon, blur 1.5": {"base": "strong-synthetic", "calib_views": 4, "calib_blur": 1.5},
+    "strong-synthetic, no recon, blur 2": {"base": "strong-synthetic", "calib_views": 4, "calib_blur": 2.0},
+    "strong-synthetic+recon, first 6 blocks, fresh views, blur 1": {
+        **synthetic_recon(first_blocks=6, fresh_views=True), "calib_blur": 1.0},
+    "strong-synthetic+recon, every block, relative, blur 1": {
+        **synthetic_recon(first_blocks=0, objective="relative"), "calib_blur": 1.0},
     "strong-synthetic+recon + compensation": {"base": "strong-synthetic", "act_compensation": "ridge",
                                               "reconstruct_steps": 100, **TWIN},
 }

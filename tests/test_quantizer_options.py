@@ -608,3 +608,50 @@ def test_the_report_names_the_reconstruction_objective():
     assert "Fisher-weighted (T=20)" in recon_part("fisher")
     assert "relative to each float token's variance" in recon_part("relative")
     assert "Fisher" not in recon_part("mse") and "relative" not in recon_part("mse")
+
+
+def test_the_low_pass_keeps_an_image_s_coarse_content_and_removes_its_finest_detail():
+    """--calib-blur: a Gaussian of σ pixels leaves a smooth image almost as it is, takes most of the power
+    of pixel-scale noise away, keeps every image's mean, and σ = 0 is no blur at all."""
+    from dfqvit.data.lowpass import low_pass
+
+    gen = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    smooth = torch.sin(2 * math.pi * (xx + 2 * yy) / 32).expand(2, 3, 32, 32)  # 2 cycles per image
+    noise = torch.randn(2, 3, 32, 32, generator=gen)
+    assert low_pass(noise, 0.0) is noise
+    inner = (slice(None), slice(None), slice(3, -3), slice(3, -3))  # away from the reflected borders
+    assert (low_pass(smooth, 1.0) - smooth)[inner].abs().max() < 0.12  # this wave loses ~9 % of its amplitude
+    hf = lambda x: (x[..., 1:] - x[..., :-1]).pow(2).mean()  # neighbour differences: the finest detail
+    assert hf(low_pass(noise, 1.0)) < 0.1 * hf(noise)
+    assert torch.allclose(low_pass(noise, 1.0).mean(dim=(2, 3)), noise.mean(dim=(2, 3)), atol=0.05)
+    assert low_pass(noise, 1.0).shape == noise.shape
+
+
+def test_a_low_passed_calibration_saves_reloads_exports_and_streams_like_the_images_in_memory(
+        tiny, digits_heldout, tmp_path):
+    """The low-pass is a calibration-time option: the quantized model is an ordinary one (saved, reloaded with
+    identical logits, exported), it is named in the report's parts, and a streamed shard set blurred shard by
+    shard calibrates exactly as the same images blurred in memory."""
+    pytest.importorskip("onnx")
+    from dfqvit.cli import main
+    from dfqvit.synthesis.sharded import ShardImages, load_shards
+
+    syn = tmp_path / "syn"
+    assert main(["synthesize", "--quiet", "--method", "noise", "--num-images", "16", "--batch-size", "6",
+                 "--out", str(syn)]) == 0
+    whole = load_shards(syn)
+    cfg = quant_config("strong-synthetic", w_bits=4, a_bits=4, calib_blur=1.0, calib_views=1)
+    assert "calibration images low-passed (Gaussian σ 1 px)" in cfg.parts()
+    q, _ = quantize(tiny, whole, cfg, progress=False)
+    plain, _ = quantize(tiny, whole, quant_config("strong-synthetic", w_bits=4, a_bits=4, calib_views=1),
+                        progress=False)
+    x = digits_heldout[0][:64]
+    ref, _ = _reloaded_and_exported(q, tiny, x, tmp_path / "b")
+    with torch.no_grad():
+        assert not torch.equal(ref, plain(x))  # the ranges were set on other images
+    streamed, _ = quantize(tiny, ShardImages(syn), cfg, progress=False)
+    with torch.no_grad():
+        assert torch.equal(streamed(x), ref)
+    with pytest.raises(ConfigError, match="calibration blur"):
+        QuantConfig(calib_blur=-1.0)

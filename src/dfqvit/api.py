@@ -16,6 +16,7 @@ from .correction.distill import DistillOptions, distill
 from .correction.reconstruct import ReconstructOptions, reconstruct
 from .data import digits_split, gaussian_noise_images, load_folder_tensors
 from .data.folder import ImageFolderDataset, eval_transform
+from .data.lowpass import low_pass
 from .errors import ConfigError, DataError
 from .evaluation import metrics, predict, tensor_batches
 from .export import load_quantized, save_quantized
@@ -119,6 +120,9 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
     images = images.to(dev)
     config = config or QuantConfig()
     given = len(images)
+    if config.calib_blur > 0:  # before the views: a crop of a blurred image is a blurred crop
+        images = low_pass(images, config.calib_blur) if isinstance(images, torch.Tensor) \
+            else images.low_passed(config.calib_blur)
     if config.calib_views > 1:
         if not isinstance(images, torch.Tensor):
             raise ConfigError(f"{config.calib_views} calibration views per image need the images in memory; a "

@@ -113,6 +113,9 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calib-views", type=int, default=None,
                    help="calibration views per image: k > 1 adds k − 1 random-resized crops/flips of each image "
                         "(default: the preset's; strong-synthetic takes 4)")
+    g.add_argument("--calib-blur", type=float, default=None,
+                   help="Gaussian low-pass of the calibration images, σ in input pixels (0 = off): synthetic images "
+                        "carry far more high-frequency energy than photographs (default: the preset's)")
     g.add_argument("--reconstruct-steps", type=int, default=None, help="block reconstruction steps per block (0 = off)")
     g.add_argument("--reconstruct-blocks", type=int, default=None,
                    help="reconstruct only the first N blocks (0 = all; default: the preset's)")
@@ -180,7 +183,7 @@ def _quant_config(a: argparse.Namespace):
                         softmax_quantizer=a.softmax_quantizer, gelu_quantizer=a.gelu_quantizer,
                         weight_rounding=a.weight_rounding, gptq_damp=a.gptq_damp,
                         act_compensation=a.act_compensation, calib_views=a.calib_views,
-                        mlp_activation=a.mlp_activation)
+                        calib_blur=a.calib_blur, mlp_activation=a.mlp_activation)
 
 
 def _reconstruct_overrides(a: argparse.Namespace) -> dict[str, Any]:

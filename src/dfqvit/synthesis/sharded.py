@@ -242,6 +242,7 @@ class ShardImages:
             self.starts.append(self.starts[-1] + int(s["images"]))
         self.device = torch.device(device)
         self._cached: tuple[int, torch.Tensor] | None = None
+        self.blur = 0.0  # σ of a Gaussian low-pass applied to each shard as it is read (low_passed)
         self.shard_reads = 0  # how many times a shard was read from disk (tests, diagnostics)
         first = self._shard(0)
         self.shape = torch.Size((self.starts[-1], *first.shape[1:]))
@@ -269,10 +270,21 @@ class ShardImages:
         other.device = torch.device(device)
         return other
 
+    def low_passed(self, sigma: float) -> "ShardImages":
+        """The same set, each shard blurred (data/lowpass.py) as it is read."""
+        other = object.__new__(ShardImages)
+        other.__dict__.update(self.__dict__)
+        other.blur, other._cached = sigma, None
+        return other
+
     def _shard(self, index: int) -> torch.Tensor:
         if self._cached is None or self._cached[0] != index:
             images = _shard_images(self.directory, self.shards[index], self.input_size or self._first_size(),
                                    self.bound)
+            if self.blur > 0:
+                from ..data.lowpass import low_pass
+
+                images = low_pass(images, self.blur)
             self._cached = (index, images)
             self.shard_reads += 1
         return self._cached[1]
