@@ -24,6 +24,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0")
     p.add_argument("--num-images", type=int, default=32)
     p.add_argument("--iterations", type=int, default=500)
+    p.add_argument("--lowpass", type=float, default=None, help="the method's synthesis low-pass σ (a row's override)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (background jobs: 1 each)")
     a = p.parse_args()
     torch.set_num_threads(a.threads or max(1, torch.get_num_threads()))
@@ -34,7 +35,8 @@ def main() -> None:
     for seed in (int(s) for s in a.seeds.split(",")):
         # the options lowbit_table.py passes: one batch of all the images
         opts = SynthesisOptions(num_images=a.num_images, batch_size=a.num_images, iterations=a.iterations, seed=seed)
-        images, seconds = calibration_images(loaded, get_method(a.method), opts, calib)
+        method = get_method(a.method).with_options(lowpass=a.lowpass)
+        images, seconds = calibration_images(loaded, method, opts, calib)
         print(f"{a.model} {a.method} seed {seed}: {tuple(images.shape)}, SHA-1 {images_fingerprint(images)}, "
               f"{seconds:.0f} s", flush=True)
 

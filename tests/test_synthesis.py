@@ -54,6 +54,25 @@ def test_short_synthesis_lowers_class_loss_and_hits_targets(tiny):
     assert (logits.argmax(1) == res.targets).float().mean() >= 0.4  # chance is 0.1
 
 
+def test_a_low_pass_in_synthesis_gives_smooth_images_that_still_carry_their_class(tiny):
+    """Method.lowpass: the model sees, and the run saves, the images through a Gaussian low-pass, so they
+    have little pixel-scale energy yet the synthesis still drives them to their targets; the same seed gives
+    the same images; a method without it keeps its earlier description (and so its cache keys)."""
+    from dfqvit.data.lowpass import low_pass
+
+    opts = SynthesisOptions(num_images=16, batch_size=16, iterations=60, seed=0)
+    smooth = get_method("psaq-lite").with_options(lowpass=1.0)
+    res = synthesize(tiny, smooth, opts, progress=False)
+    plain = synthesize(tiny, "psaq-lite", opts, progress=False)
+    hf = lambda x: (x[..., 1:] - x[..., :-1]).abs().mean()
+    assert hf(res.images) < 0.4 * hf(plain.images)
+    assert hf(low_pass(res.images, 1.0)) > 0.6 * hf(res.images)  # already smooth: blurring again changes little
+    with torch.no_grad():
+        assert (tiny.model(res.images).argmax(1) == res.targets).float().mean() >= 0.4  # chance is 0.1
+    assert torch.equal(res.images, synthesize(tiny, smooth, opts, progress=False).images)
+    assert res.method["lowpass"] == 1.0 and "lowpass" not in plain.method
+
+
 def _interrupt_at(k):
     def cb(batch, it):
         if batch == 1 and it == k:

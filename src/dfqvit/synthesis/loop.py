@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from ..data.lowpass import low_pass
 from ..errors import CheckpointError, ConfigError, SynthesisDivergedError
 from ..models.attention import PointRecorder, attention_modules
 from . import graphs, losses
@@ -218,8 +219,8 @@ def synthesize_images(
     viewing = [name for name in method.terms if name in losses.VIEW_TERMS] if batched else []
     # steps replayed as a CUDA graph where they can be: only the built-in terms are known to read
     # nothing that changes between steps outside the step's tensors (ctx.iteration, ctx.gen)
-    graphed = (opts.cuda_graphs and batched and device.type in graphs.GRAPH_ON
-               and all(name in losses.BUILT_IN_TERMS for name in method.terms))
+    graphed = (opts.cuda_graphs and batched and device.type in graphs.GRAPH_ON and not method.lowpass
+               and all(name in losses.BUILT_IN_TERMS for name in method.terms))  # low-pass: not captured yet
     lo = torch.tensor([(0 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     attn_modules = attention_modules(net)
@@ -307,18 +308,19 @@ def synthesize_images(
 
                 def step(draws: dict[str, torch.Tensor]) -> torch.Tensor:
                     """One optimisation step from its random draws (on the device); returns the loss terms."""
-                    view = x
+                    shown = low_pass(x, method.lowpass)  # the image the terms see and the run saves (x if 0)
+                    view = shown
                     if "crop" in draws:
                         view = apply_crop(view, draws["crop"])
                     if "jitter" in draws:
                         view = apply_permutation(view, draws["jitter"])
-                    extra_views = [losses.VIEW_TERMS[name].apply(x, draws["view:" + name]) for name in viewing]
+                    extra_views = [losses.VIEW_TERMS[name].apply(shown, draws["view:" + name]) for name in viewing]
                     for r in recorders.values():
                         r.clear()
                     n, total = len(view), len(view) + sum(len(v) for v in extra_views)
                     all_logits = net(torch.cat([view, *extra_views]) if extra_views else view)
                     ctx = SynthesisContext(
-                        model=net, images=x, logits=all_logits[:n], targets=tgt, attention=attn_modules,
+                        model=net, images=shown, logits=all_logits[:n], targets=tgt, attention=attn_modules,
                         head_outputs=[_main_view(h, n, total) for h in recorders["head_output_point"].values],
                         probs=[_main_view(p, n, total) for p in recorders["probs_point"].values], gen=gen,
                         iteration=t, total_iterations=per_batch, num_prefix_tokens=prefix,
@@ -378,7 +380,8 @@ def synthesize_images(
                     if ckpt is not None and done_t % opts.checkpoint_every == 0 and done_t < per_batch:
                         final = settle(b)  # never checkpoint images a non-finite loss has touched
                         checkpoint(b, done_t, x, optim, extras)
-                images[sl] = x.detach().cpu()
+                with torch.no_grad():
+                    images[sl] = low_pass(x, method.lowpass).detach().cpu()
                 if b + 1 < n_batches:
                     checkpoint(b + 1, 0, None, None)
     except KeyboardInterrupt:

@@ -21,6 +21,8 @@ class Method:
     source: str = "synthetic"  # synthetic | noise | real: where calibration images come from
     rounds: tuple[int, ...] = ()  # PSAQ-style rounds: max roll jitter (pixels at 224 px) per round, each
     #                               `iterations` long with a fresh Adam and lr schedule; () = one round
+    lowpass: float = 0.0  # σ (input pixels) of a Gaussian the images pass through before the model sees them,
+    #                       and are saved through: images with a photograph's falling spectrum (data/lowpass.py)
     description: str = ""
 
     @property
@@ -35,7 +37,7 @@ class Method:
         return {"name": self.name, "source": self.source, "terms": dict(self.terms), "schedule": self.schedule,
                 "soft_labels": self.soft_labels, "acm_every": self.acm_every, "acm_variant": self.acm_variant,
                 "distill_steps": self.distill_steps, "distill_terms": list(self.distill_terms),
-                "rounds": list(self.rounds)}
+                "rounds": list(self.rounds), **({"lowpass": self.lowpass} if self.lowpass else {})}
 
 
 METHODS: dict[str, Method] = {}

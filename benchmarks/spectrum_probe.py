@@ -1,0 +1,124 @@
+"""How far synthetic images are from photographs in their spectrum, and what the first blocks make of it.
+
+    python benchmarks/spectrum_probe.py --threads 1                       # ImageNet ViT-Tiny
+    python benchmarks/spectrum_probe.py --threads 1 --model cifar-deit
+
+For the real calibration images, the DFQ-ViT images of the low-bit table (seed 0) and those images
+low-passed (data/lowpass.py) at several σ: the radially averaged power spectrum of the grey image
+(its log-log slope over 4 cycles per image to ~45 % of Nyquist; photographs fall about as f^-2),
+the mean absolute difference of neighbouring pixels, the float model's confidence on them, and per
+block the median token norm of the fc2 input (the post-GELU activations a range is calibrated on).
+Writes benchmarks/results/spectrum_<model>.json and a plot of the spectra, spectrum_<model>.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from common import RESULTS, calibration_images, load, machine
+from quantizer_table import MODELS
+
+
+def radial_power(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Mean power of the grey images' 2-D spectrum per integer radius (cycles per image), DC first."""
+    grey = (images * std + mean).mean(1)
+    grey = grey - grey.mean(dim=(1, 2), keepdim=True)
+    power = torch.fft.fftshift(torch.fft.fft2(grey), dim=(-2, -1)).abs().pow(2).mean(0)
+    h = power.shape[0]
+    c = h // 2
+    yy, xx = torch.meshgrid(torch.arange(h) - c, torch.arange(h) - c, indexing="ij")
+    r = (yy**2 + xx**2).float().sqrt().round().long()
+    keep = r <= c
+    total = torch.zeros(c + 1).index_add_(0, r[keep], power[keep])
+    count = torch.zeros(c + 1).index_add_(0, r[keep], torch.ones_like(power[keep]))
+    return total / count.clamp(min=1)
+
+
+def slope(power: torch.Tensor, lo: int = 4) -> float:
+    """Least-squares slope of log power against log frequency, from `lo` to ~45 % of Nyquist."""
+    f = torch.arange(len(power)).float()
+    hi = max(lo + 2, int(0.9 * (len(power) - 1)))
+    sel = (f >= lo) & (f <= hi)
+    a = torch.stack([f[sel].log(), torch.ones(int(sel.sum()))], 1)
+    return float(torch.linalg.lstsq(a, power[sel].log().unsqueeze(1)).solution[0])
+
+
+@torch.no_grad()
+def fc2_input_norms(model: torch.nn.Module, images: torch.Tensor) -> list[float]:
+    """Per block, the median over tokens of the fc2 input's norm (blocks without an `mlp.fc2`: skipped)."""
+    from dfqvit.models import find_blocks
+
+    norms: list[float] = []
+    hooks = [b.mlp.fc2.register_forward_pre_hook(lambda _m, args: norms.append(float(args[0].norm(dim=-1).median())))
+             for _, b in find_blocks(model) if hasattr(getattr(b, "mlp", None), "fc2")]
+    try:
+        for i in range(0, len(images), 32):  # one batch per block's median: 32 images, as calibrated
+            model(images[i:i + 32])
+            break
+    finally:
+        for h in hooks:
+            h.remove()
+    return norms
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="imagenet", choices=list(MODELS))
+    p.add_argument("--sigmas", default="0.5,1,1.5,2")
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    from dfqvit.data.lowpass import low_pass
+    from dfqvit.synthesis import SynthesisOptions, get_method
+
+    config, _, calib, _ = MODELS[a.model]
+    loaded = load(config)
+    model = loaded.model.eval()
+    mean = torch.tensor(loaded.data_config["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(loaded.data_config["std"]).view(1, -1, 1, 1)
+    opts = SynthesisOptions(num_images=32, batch_size=32, iterations=500)  # the low-bit table's images, seed 0
+    syn = calibration_images(loaded, get_method("dfq-vit"), opts, calib)[0]
+    real = calibration_images(loaded, get_method("real"), opts, calib)[0]
+    sources = {"real": real, "dfq-vit": syn}
+    sources.update({f"dfq-vit, blur {s:g}": low_pass(syn, s) for s in (float(v) for v in a.sigmas.split(","))})
+    out = {"model": config, "machine": machine(), "sources": {}}
+    spectra = {}
+    for name, images in sources.items():
+        power = radial_power(images, mean, std)
+        spectra[name] = power
+        with torch.no_grad():
+            confidence = float(model(images[:32]).softmax(-1).max(-1).values.mean())
+        pixels = images * std + mean
+        out["sources"][name] = {
+            "spectral_slope": slope(power), "neighbour_difference": float((pixels[..., 1:] - pixels[..., :-1]).abs().mean()),
+            "fp_confidence": confidence, "fc2_input_token_norm": fc2_input_norms(model, images)}
+        v = out["sources"][name]
+        print(f"{name}: slope {v['spectral_slope']:.2f}, neighbour difference {v['neighbour_difference']:.4f}, "
+              f"confidence {confidence:.3f}, fc2-input norms " + " ".join(f"{n:.1f}" for n in v["fc2_input_token_norm"]),
+              flush=True)
+    path = RESULTS / f"spectrum_{a.model}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
+    for name, power in spectra.items():
+        f = torch.arange(1, len(power))
+        ax.loglog(f, power[1:], label=f"{name} (slope {out['sources'][name]['spectral_slope']:.2f})",
+                  lw=2.2 if name in ("real", "dfq-vit") else 1.0)
+    ax.set_xlabel("spatial frequency (cycles per image)")
+    ax.set_ylabel("power (grey image)")
+    ax.set_title(f"{a.model}: radially averaged spectra of 32 calibration images")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"spectrum_{a.model}.png")
+    print(f"wrote {path.name} and spectrum_{a.model}.png")
+
+
+if __name__ == "__main__":
+    main()
