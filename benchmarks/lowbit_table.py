@@ -129,6 +129,8 @@ VARIANTS = {
     "strong-synthetic, no recon, blur 0.5": {"base": "strong-synthetic", "calib_views": 4, "calib_blur": 0.5},
     "strong-synthetic, no recon, blur 1.5": {"base": "strong-synthetic", "calib_views": 4, "calib_blur": 1.5},
     "strong-synthetic, no recon, blur 2": {"base": "strong-synthetic", "calib_views": 4, "calib_blur": 2.0},
+    "strong-synthetic, no recon, blur 0.75": {"base": "strong-synthetic", "calib_views": 4, "calib_blur": 0.75},
+    "strong-synthetic, no recon, blur 1.25": {"base": "strong-synthetic", "calib_views": 4, "calib_blur": 1.25},
     "strong-synthetic+recon, first 6 blocks, fresh views, blur 1": {
         **synthetic_recon(first_blocks=6, fresh_views=True), "calib_blur": 1.0},
     "strong-synthetic+recon, every block, relative, blur 1": {
@@ -136,6 +138,11 @@ VARIANTS = {
     "strong-synthetic+recon + compensation": {"base": "strong-synthetic", "act_compensation": "ridge",
                                               "reconstruct_steps": 100, **TWIN},
 }
+# strong-synthetic low-passes its calibration images since 2026-12-07 (calib_blur 1): every variant measured before
+# pins it off, so that a re-run of an old cell means what it meant then (the "blur" variants name theirs)
+for _variant in VARIANTS.values():
+    if _variant["base"].startswith("strong-synthetic"):
+        _variant.setdefault("calib_blur", 0.0)
 ROWS = [row("real", "real"), row("dfq-vit", "dfq-vit"), row("psaq", "psaq"), row("mimiq", "mimiq"),
         row("sardfq", "sardfq"),
         # MimiQ's protocol on DFQ-ViT's images: 200 steps of logit + head-wise attention distillation

@@ -144,6 +144,46 @@ def recon_sets_table() -> str:
     return "\n".join(lines)
 
 
+# (label, results file, row, bits, variant without the low-pass, the same with it): cell pairs on the same images
+BLUR_PAIRS = [
+    ("no reconstruction", "lowbit_imagenet", "dfq-vit", "W8A8", "strong-synthetic, no recon",
+     "strong-synthetic, no recon, blur 1"),
+    ("no reconstruction", "lowbit_imagenet", "dfq-vit", "W6A6", "strong-synthetic, no recon",
+     "strong-synthetic, no recon, blur 1"),
+    ("no reconstruction", "lowbit_imagenet", "dfq-vit", "W4A4", "strong-synthetic, no recon",
+     "strong-synthetic, no recon, blur 1"),
+    ("every block, relative (W4A8 preset)", "lowbit_imagenet", "dfq-vit", "W4A8",
+     "strong-synthetic+recon, every block, relative", "strong-synthetic+recon, every block, relative, blur 1"),
+    ("first 6 blocks, fresh views (W4A4 preset)", "lowbit_imagenet", "dfq-vit", "W4A4", FIRST_SIX,
+     FIRST_SIX + ", blur 1"),
+    ("first 6 blocks, fresh views (W4A4 preset)", "lowbit_imagenet-seed1", "dfq-vit", "W4A4", FIRST_SIX,
+     FIRST_SIX + ", blur 1"),
+    ("first 6 blocks, fresh views (W4A4 preset)", "lowbit_imagenet-joined4", "dfq-vit, 4 sets of 32 (128 images)",
+     "W4A4", FIRST_SIX, FIRST_SIX + ", blur 1"),
+    ("every block, relative (W4A8 preset)", "lowbit_imagenet-joined4", "dfq-vit, 4 sets of 32 (128 images)", "W4A8",
+     "strong-synthetic+recon, every block, relative", "strong-synthetic+recon, every block, relative, blur 1"),
+]
+
+
+def _cell_of(name: str, row: str, col: str, variant: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    cells = json.loads(path.read_text())["cells"] if path.is_file() else {}
+    return next(({**v, "n": 1} for k, v in cells.items() if k.split("|")[:3] == [row, col, variant]), None)
+
+
+def blur_table() -> str:
+    """strong-synthetic with and without the low-pass of its calibration images (σ 1 px), on the same images."""
+    lines = ["| reconstruction | images (SHA-1) | bits | images as synthesized | low-passed, σ 1 px | KL change |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for label, name, row, col, without, with_blur in BLUR_PAIRS:
+        old, new = _cell_of(name, row, col, without), _cell_of(name, row, col, with_blur)
+        if old and new:
+            images = f"`{old['images_sha1']}`" + (" (128)" if "128" in row else "")
+            lines.append(f"| {label} | {images} | {col} | {cell(old)} | {cell(new)} | "
+                         f"{100 * (new['kl'] / old['kl'] - 1):+.0f} % |")
+    return "\n".join(lines)
+
+
 def real_count_table() -> str:
     """Real-image calibration by count (the `real` row of each file): the reconstruction, not the
     quantizer alone, makes use of more images."""
@@ -460,7 +500,7 @@ GENERATED = {"lowbit": lowbit_table, "runtime": runtime_table,
              "cifar-deit-gpu": lambda: table_lines(cifar_table("deit-gpu")),
              "cifar-swin-gpu": lambda: table_lines(cifar_table("swin-gpu")), "onnx-size": onnx_size_table, "swap-w4a4": swap_table_w4a4,
              "swap-groups-w4a4": swap_groups_table, "real-count": real_count_table,
-             "fresh-views": fresh_views_table, "recon-sets": recon_sets_table,
+             "fresh-views": fresh_views_table, "recon-sets": recon_sets_table, "blur": blur_table,
              "headline": headline_table}
 ROOT = RESULTS.parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # where generated tables live

@@ -345,7 +345,9 @@ def test_the_auto_preset_uses_gptq_only_with_real_images():
     assert quant_config(resolve_preset("auto", True, w_bits=4)).weight_rounding == "gptq"
     differs = {k for k, v in quant_config("strong-synthetic").to_dict().items()
                if v != quant_config("strong").to_dict()[k]}
-    assert differs == {"weight_rounding", "reparam_skip_blocks", "calib_views"}  # views: synthetic images only
+    # views and the low-pass: synthetic images only
+    assert differs == {"weight_rounding", "reparam_skip_blocks", "calib_views", "calib_blur"}
+    assert quant_config("strong-synthetic", w_bits=4, a_bits=4).calib_blur == 1.0
 
 
 def test_real_images_under_strong_recon_default_to_128_and_every_other_case_keeps_its_count():
@@ -644,8 +646,8 @@ def test_a_low_passed_calibration_saves_reloads_exports_and_streams_like_the_ima
     cfg = quant_config("strong-synthetic", w_bits=4, a_bits=4, calib_blur=1.0, calib_views=1)
     assert "calibration images low-passed (Gaussian σ 1 px)" in cfg.parts()
     q, _ = quantize(tiny, whole, cfg, progress=False)
-    plain, _ = quantize(tiny, whole, quant_config("strong-synthetic", w_bits=4, a_bits=4, calib_views=1),
-                        progress=False)
+    plain, _ = quantize(tiny, whole, quant_config("strong-synthetic", w_bits=4, a_bits=4, calib_views=1,
+                                                  calib_blur=0.0), progress=False)
     x = digits_heldout[0][:64]
     ref, _ = _reloaded_and_exported(q, tiny, x, tmp_path / "b")
     with torch.no_grad():
