@@ -4,8 +4,9 @@
     python benchmarks/spectrum_probe.py --threads 1 --model cifar-deit
 
 For the real calibration images, the DFQ-ViT images of the low-bit table (seed 0) and those images
-low-passed (data/lowpass.py) at several σ: the radially averaged power spectrum of the grey image
-(its log-log slope over 4 cycles per image to ~45 % of Nyquist; photographs fall about as f^-2),
+low-passed (data/lowpass.py) at several σ and at the σ `--calib-blur auto` reads off them: the radially
+averaged power spectrum of the grey image (its log-log slope over 4 cycles per image to ~45 % of the
+sampling rate; photographs fall about as f^-2),
 the mean absolute difference of neighbouring pixels, the float model's confidence on them, and per
 block the median token norm of the fc2 input (the post-GELU activations a range is calibrated on).
 Writes benchmarks/results/spectrum_<model>.json and a plot of the spectra, spectrum_<model>.png.
@@ -19,30 +20,6 @@ import torch
 
 from common import RESULTS, calibration_images, load, machine
 from quantizer_table import MODELS
-
-
-def radial_power(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Mean power of the grey images' 2-D spectrum per integer radius (cycles per image), DC first."""
-    grey = (images * std + mean).mean(1)
-    grey = grey - grey.mean(dim=(1, 2), keepdim=True)
-    power = torch.fft.fftshift(torch.fft.fft2(grey), dim=(-2, -1)).abs().pow(2).mean(0)
-    h = power.shape[0]
-    c = h // 2
-    yy, xx = torch.meshgrid(torch.arange(h) - c, torch.arange(h) - c, indexing="ij")
-    r = (yy**2 + xx**2).float().sqrt().round().long()
-    keep = r <= c
-    total = torch.zeros(c + 1).index_add_(0, r[keep], power[keep])
-    count = torch.zeros(c + 1).index_add_(0, r[keep], torch.ones_like(power[keep]))
-    return total / count.clamp(min=1)
-
-
-def slope(power: torch.Tensor, lo: int = 4) -> float:
-    """Least-squares slope of log power against log frequency, from `lo` to ~45 % of Nyquist."""
-    f = torch.arange(len(power)).float()
-    hi = max(lo + 2, int(0.9 * (len(power) - 1)))
-    sel = (f >= lo) & (f <= hi)
-    a = torch.stack([f[sel].log(), torch.ones(int(sel.sum()))], 1)
-    return float(torch.linalg.lstsq(a, power[sel].log().unsqueeze(1)).solution[0])
 
 
 @torch.no_grad()
@@ -71,7 +48,7 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    from dfqvit.data.lowpass import low_pass
+    from dfqvit.data.lowpass import low_pass, natural_sigma, radial_power, spectral_slope
     from dfqvit.synthesis import SynthesisOptions, get_method
 
     config, _, calib, _ = MODELS[a.model]
@@ -82,18 +59,20 @@ def main() -> None:
     opts = SynthesisOptions(num_images=32, batch_size=32, iterations=500)  # the low-bit table's images, seed 0
     syn = calibration_images(loaded, get_method("dfq-vit"), opts, calib)[0]
     real = calibration_images(loaded, get_method("real"), opts, calib)[0]
+    auto = natural_sigma(syn)  # what `--calib-blur auto` (strong-synthetic) takes for these images
     sources = {"real": real, "dfq-vit": syn}
     sources.update({f"dfq-vit, blur {s:g}": low_pass(syn, s) for s in (float(v) for v in a.sigmas.split(","))})
-    out = {"model": config, "machine": machine(), "sources": {}}
+    sources[f"dfq-vit, blur auto ({auto:g})"] = low_pass(syn, auto)
+    out = {"model": config, "machine": machine(), "auto_sigma": auto, "sources": {}}
     spectra = {}
     for name, images in sources.items():
-        power = radial_power(images, mean, std)
+        power = radial_power(images)
         spectra[name] = power
         with torch.no_grad():
             confidence = float(model(images[:32]).softmax(-1).max(-1).values.mean())
         pixels = images * std + mean
         out["sources"][name] = {
-            "spectral_slope": slope(power), "neighbour_difference": float((pixels[..., 1:] - pixels[..., :-1]).abs().mean()),
+            "spectral_slope": spectral_slope(images), "neighbour_difference": float((pixels[..., 1:] - pixels[..., :-1]).abs().mean()),
             "fp_confidence": confidence, "fc2_input_token_norm": fc2_input_norms(model, images)}
         v = out["sources"][name]
         print(f"{name}: slope {v['spectral_slope']:.2f}, neighbour difference {v['neighbour_difference']:.4f}, "

@@ -657,3 +657,34 @@ def test_a_low_passed_calibration_saves_reloads_exports_and_streams_like_the_ima
         assert torch.equal(streamed(x), ref)
     with pytest.raises(ConfigError, match="calibration blur"):
         QuantConfig(calib_blur=-1.0)
+
+
+def test_auto_blur_reads_the_sigma_off_the_images_spectrum(tiny, calib):
+    """--calib-blur auto: the slope estimate reads f^-2 off images made with that spectrum; white noise gets the
+    smallest σ that makes it fall at least that fast, images that already do get none, and a calibration
+    records the σ it took."""
+    from dfqvit.cli import build_parser
+    from dfqvit.data.lowpass import low_pass, natural_sigma, spectral_slope
+
+    gen = torch.Generator().manual_seed(0)
+    f = torch.fft.fftfreq(64).abs()
+    radius = (f[:, None] ** 2 + f[None, :] ** 2).sqrt().clamp(min=1 / 64)
+    phase = torch.rand(16, 3, 64, 64, generator=gen) * 2 * math.pi
+    pink = torch.fft.ifft2(torch.polar(1 / radius.expand(16, 3, 64, 64), phase)).real  # power ∝ f^-2
+    assert spectral_slope(pink) == pytest.approx(-2.0, abs=0.25)
+    white = torch.randn(16, 3, 64, 64, generator=gen)
+    assert spectral_slope(white) == pytest.approx(0.0, abs=0.25)
+    sigma = natural_sigma(white)
+    assert 0 < sigma < 3 and spectral_slope(low_pass(white, sigma)) <= -2.0 < spectral_slope(low_pass(white, sigma - 0.05))
+    assert natural_sigma(low_pass(white, 3.0)) == 0.0
+    cfg = quant_config("strong-synthetic", w_bits=4, a_bits=4, calib_views=1)
+    assert cfg.calib_blur == "auto" and "σ read off the images" in " ".join(cfg.parts())
+    _, info = quantize(tiny, calib[:16], cfg, progress=False)
+    assert info["calibration_blur_sigma"] == natural_sigma(calib[:16])
+    parse = build_parser().parse_args
+    assert parse(["quantize", "--images", "s/", "--calib-blur", "auto"]).calib_blur == "auto"
+    assert parse(["quantize", "--images", "s/", "--calib-blur", "0.5"]).calib_blur == 0.5
+    with pytest.raises(SystemExit):
+        parse(["quantize", "--images", "s/", "--calib-blur", "soft"])
+    with pytest.raises(ConfigError, match="'auto' or a σ"):
+        QuantConfig(calib_blur="soft")

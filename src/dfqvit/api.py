@@ -16,7 +16,7 @@ from .correction.distill import DistillOptions, distill
 from .correction.reconstruct import ReconstructOptions, reconstruct
 from .data import digits_split, gaussian_noise_images, load_folder_tensors
 from .data.folder import ImageFolderDataset, eval_transform
-from .data.lowpass import low_pass
+from .data.lowpass import SPECTRUM_IMAGES, low_pass, natural_sigma
 from .errors import ConfigError, DataError
 from .evaluation import metrics, predict, tensor_batches
 from .export import load_quantized, save_quantized
@@ -120,9 +120,9 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
     images = images.to(dev)
     config = config or QuantConfig()
     given = len(images)
-    if config.calib_blur > 0:  # before the views: a crop of a blurred image is a blurred crop
-        images = low_pass(images, config.calib_blur) if isinstance(images, torch.Tensor) \
-            else images.low_passed(config.calib_blur)
+    sigma = natural_sigma(images[:SPECTRUM_IMAGES]) if config.calib_blur == "auto" else float(config.calib_blur)
+    if sigma > 0:  # before the views: a crop of a blurred image is a blurred crop
+        images = low_pass(images, sigma) if isinstance(images, torch.Tensor) else images.low_passed(sigma)
     if config.calib_views > 1:
         if not isinstance(images, torch.Tensor):
             raise ConfigError(f"{config.calib_views} calibration views per image need the images in memory; a "
@@ -133,6 +133,8 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
     t0 = time.perf_counter()
     qmodel = QuantizedViT(loaded.model, config).to(dev)
     info: dict[str, Any] = {"quant_config": config.to_dict(), "calibration_images": given}
+    if config.calib_blur != 0:
+        info["calibration_blur_sigma"] = sigma
     if config.calib_views > 1:
         info["calibration_views"] = len(images)
     if not isinstance(images, torch.Tensor):

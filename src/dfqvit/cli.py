@@ -113,9 +113,10 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calib-views", type=int, default=None,
                    help="calibration views per image: k > 1 adds k − 1 random-resized crops/flips of each image "
                         "(default: the preset's; strong-synthetic takes 4)")
-    g.add_argument("--calib-blur", type=float, default=None,
-                   help="Gaussian low-pass of the calibration images, σ in input pixels (0 = off): synthetic images "
-                        "carry far more high-frequency energy than photographs (default: the preset's)")
+    g.add_argument("--calib-blur", type=_blur_sigma, default=None,
+                   help="Gaussian low-pass of the calibration images: a σ in input pixels (0 = off), or auto (the "
+                        "smallest σ that gives them a photograph's f^-2 spectrum; synthetic images can be near white "
+                        "noise at the pixel scale); default: the preset's (strong-synthetic: auto)")
     g.add_argument("--reconstruct-steps", type=int, default=None, help="block reconstruction steps per block (0 = off)")
     g.add_argument("--reconstruct-blocks", type=int, default=None,
                    help="reconstruct only the first N blocks (0 = all; default: the preset's)")
@@ -134,6 +135,16 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--distill-terms", default=None, help="comma list of logits,attention")
     g.add_argument("--distill-lr", type=float, default=1e-2, help="step-size lr, relative to each scale")
     g.add_argument("--distill-weight-lr", type=float, default=0.0, help="> 0 also learns weights")
+
+
+def _blur_sigma(value: str) -> float | str:
+    """--calib-blur: 'auto' or a number of pixels (its range is QuantConfig's check)."""
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is neither auto nor a number of pixels") from None
 
 
 def _out_args(p: argparse.ArgumentParser, default: str) -> None:

@@ -52,10 +52,9 @@ class Preset:
 STRONG = {"reparam": "postln", "softmax_quantizer": "auto", "gelu_quantizer": "auto", "act_search": "output",
           "weight_observer": "mse", "weight_rounding": "gptq"}
 # strong without the two parts synthetic images mislead, with 4 calibration views per image, on the images
-# low-passed (σ 1 px: synthetic images are near white at high frequencies where photographs fall as f^-2;
-# ImageNet W4A4 45.0 → 49.6 and 45.1 → 53.2 % with the reconstruction preset, W6A6 KL -21 %, W4A8 no change)
+# low-passed to a photograph's f^-2 spectrum (synthetic images can be near white at the pixel scale; data/lowpass.py)
 STRONG_SYNTHETIC = {**STRONG, "weight_rounding": "nearest", "reparam_skip_blocks": 1, "calib_views": 4,
-                    "calib_blur": 1.0}
+                    "calib_blur": "auto"}
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("basic", {}, 0, "min-max per-channel weights (nearest), percentile per-tensor activations, log2 softmax"),
     Preset("strong", STRONG, 0,

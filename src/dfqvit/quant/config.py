@@ -34,7 +34,8 @@ class QuantConfig:
     gptq_damp: float = 0.01  # GPTQ's ridge on the input Hessian, a fraction of its mean diagonal
     act_compensation: str = "none"  # none | ridge: weights re-fitted to the rounded inputs before rounding (ERQ)
     calib_views: int = 1  # calibration views per image: 1 = the images; k > 1 adds k − 1 crops/flips of each
-    calib_blur: float = 0.0  # Gaussian low-pass of the calibration images, σ in input pixels (0 = off; data/lowpass.py)
+    calib_blur: float | str = 0.0  # Gaussian low-pass of the calibration images: σ in input pixels (0 = off), or
+    #                                "auto": the smallest σ giving them a photograph's f^-2 spectrum (data/lowpass.py)
     mlp_activation: str = "gelu"  # relu: every MLP's GELU → ReLU, fc1/fc2 re-fitted in float on the calibration images
 
     def __post_init__(self) -> None:
@@ -56,8 +57,9 @@ class QuantConfig:
                                      (self.mlp_activation, MLP_ACTIVATIONS, "MLP activation")):
             if value not in choices:
                 raise ConfigError(f"unknown {what} '{value}' (choose from {', '.join(choices)})")
-        if not (isinstance(self.calib_blur, (int, float)) and 0.0 <= self.calib_blur <= 16.0):
-            raise ConfigError(f"calibration blur σ must be in [0, 16] pixels, got {self.calib_blur}")
+        if self.calib_blur != "auto" and not (isinstance(self.calib_blur, (int, float))
+                                              and not isinstance(self.calib_blur, bool) and 0.0 <= self.calib_blur <= 16.0):
+            raise ConfigError(f"calibration blur must be 'auto' or a σ in [0, 16] pixels, got {self.calib_blur!r}")
         if not isinstance(self.calib_views, int) or self.calib_views < 1:
             raise ConfigError(f"calibration views per image must be an integer >= 1, got {self.calib_views}")
         if self.reparam_skip_blocks < 0:
@@ -86,7 +88,9 @@ class QuantConfig:
         if self.weight_rounding != "nearest":
             damp = f" (damping {self.gptq_damp:g})" if self.weight_rounding == "gptq" and self.gptq_damp != 0.01 else ""
             out.append(f"{self.weight_rounding} weights{damp}")
-        if self.calib_blur > 0:
+        if self.calib_blur == "auto":
+            out.append("calibration images low-passed to a photograph's f^-2 spectrum (σ read off the images)")
+        elif self.calib_blur > 0:
             out.append(f"calibration images low-passed (Gaussian σ {self.calib_blur:g} px)")
         if self.calib_views > 1:
             out.append(f"{self.calib_views} crop/flip calibration views per image")
