@@ -347,7 +347,7 @@ def test_the_auto_preset_uses_gptq_only_with_real_images():
                if v != quant_config("strong").to_dict()[k]}
     # views and the low-pass: synthetic images only
     assert differs == {"weight_rounding", "reparam_skip_blocks", "calib_views", "calib_blur"}
-    assert quant_config("strong-synthetic", w_bits=4, a_bits=4).calib_blur == 1.0
+    assert quant_config("strong-synthetic", w_bits=4, a_bits=4).calib_blur == "auto"
 
 
 def test_real_images_under_strong_recon_default_to_128_and_every_other_case_keeps_its_count():
