@@ -264,8 +264,7 @@ def run_grid(loaded: LoadedModel, eval_x: torch.Tensor, eval_y: torch.Tensor, ro
                     steps = extra.get("reconstruct_steps", base.reconstruct_steps)
                     recon = {**base.reconstruct, **extra.get("reconstruct", {})}
                     terms = tuple(r.get("distill_terms") or method.distill_terms)  # a row may pick its own
-                    distill = DistillOptions(steps=r["distill"], terms=terms, seed=seed,
-                                             fresh_views=r.get("distill_views") == "fresh") if r["distill"] else None
+                    distill = DistillOptions(steps=r["distill"], terms=terms, seed=seed) if r["distill"] else None
                     out = cell(loaded, images, cfg, eval_x, eval_y, fp["logits"], r["acm"], r["acm_variant"],
                                distill, steps, device, seed, recon)
                     out["synthesis_s"] = syn_s

@@ -166,10 +166,6 @@ ROWS = [row("real", "real"), row("dfq-vit", "dfq-vit"), row("psaq", "psaq"), row
         # 128 images as the default `dfqvit run` takes, made as four seeded sets of 32 (the run's seed and the
         # next three) so that two one-thread processes synthesize them in parallel (synthesize_sets.py)
         {**row("dfq-vit, 4 sets of 32 (128 images)", "dfq-vit"), "also_seeds": (1, 2, 3)},
-        # MimiQ's distillation (logits + head-wise attention, 200 steps) after the preset's calibration and
-        # reconstruction, each step on a new crop/flip of the images instead of the images with random flips
-        {**row("dfq-vit + distillation, fresh views", "dfq-vit", distill=200), "distill_terms": ("logits", "attention"),
-         "distill_views": "fresh"},
         # DFQ-ViT synthesized through a Gaussian low-pass (σ 1 px): the model sees, and the run saves, blurred
         # images, so they have a photograph's falling spectrum and still carry the class (data/lowpass.py)
         row("dfq-vit, low-pass 1 in synthesis", "dfq-vit", lowpass=1.0)]

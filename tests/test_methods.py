@@ -73,14 +73,6 @@ def test_distillation_raises_held_out_accuracy_and_scales_stay_positive(tiny, tm
     x = digits_heldout[0][:32]
     with torch.no_grad():
         assert torch.equal(q1(x), q2(x))
-    # a new crop/flip of the images every step instead: also better than none, and the same seed, the same model
-    fresh = DistillOptions(steps=60, terms=("logits", "attention"), fresh_views=True)
-    q3, _ = quantize(tiny, syn.images, cfg, distill_options=fresh, progress=False)
-    q4, _ = quantize(tiny, syn.images, cfg, distill_options=fresh, progress=False)
-    a3 = evaluate(q3, tiny, fp_model=tiny.model, progress=False)
-    assert a3["agreement_top1"] > a0["agreement_top1"] and a3["kl_to_fp"] < a0["kl_to_fp"]
-    with torch.no_grad():
-        assert torch.equal(q3(x), q4(x)) and not torch.equal(q3(x), q1(x))
 
 
 def test_methods_compose_and_the_report_says_what_ran(tmp_path):

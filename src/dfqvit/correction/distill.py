@@ -16,7 +16,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.views import random_views
 from ..errors import ConfigError
 from ..models.attention import PointRecorder
 from ..quant.quantizers import EPS, UniformQuantizer
@@ -35,7 +34,6 @@ class DistillOptions:
     attention_weight: float = 1.0
     temperature: float = 1.0
     seed: int = 0
-    fresh_views: bool = False  # every step a new random crop/flip of its images (as reconstruction's fresh views)
 
     def __post_init__(self) -> None:
         bad = [t for t in self.terms if t not in DISTILL_TERMS]
@@ -96,9 +94,7 @@ def distill(qmodel: QuantizedViT, teacher: nn.Module, images: torch.Tensor, opti
         for _ in tqdm(range(options.steps), desc="distill", disable=not progress, leave=False):
             idx = torch.randperm(len(images), generator=gen)[:options.batch_size].to(device)
             x = images[idx]
-            if options.fresh_views:  # a few images seen hundreds of times: a new crop of each, every step
-                x = random_views(x, gen)
-            elif torch.rand(1, generator=gen).item() < 0.5:
+            if torch.rand(1, generator=gen).item() < 0.5:
                 x = torch.flip(x, dims=(3,))
             if use_attn:
                 s_rec.clear()
