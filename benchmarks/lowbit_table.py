@@ -135,7 +135,12 @@ VARIANTS = {
         **synthetic_recon(first_blocks=6, fresh_views=True), "calib_blur": 1.0},
     "strong-synthetic+recon, every block, relative, blur 1": {
         **synthetic_recon(first_blocks=0, objective="relative"), "calib_blur": 1.0},
-    # σ read off the images (`--calib-blur auto`, the presets' since 2026-12-07): the smallest giving an f^-2 spectrum
+    # what the spectrum rule alone asks on the CIFAR Swin's DFQ-ViT images (σ 0.6); `auto` now leaves its
+    # 2-pixel patches alone (data/lowpass.MIN_PATCH_PIXELS)
+    "strong-synthetic+recon, first 6 blocks, fresh views, blur 0.6": {
+        **synthetic_recon(first_blocks=6, fresh_views=True), "calib_blur": 0.6},
+    # σ read off the images (`--calib-blur auto`, the presets' since 2026-12-07): the smallest giving an f^-2
+    # spectrum, for patches of 8 pixels or more
     "strong-synthetic, no recon, blur auto": {"base": "strong-synthetic", "calib_views": 4, "calib_blur": "auto"},
     "strong-synthetic+recon, first 6 blocks, fresh views, blur auto": {
         **synthetic_recon(first_blocks=6, fresh_views=True), "calib_blur": "auto"},

@@ -144,24 +144,30 @@ def recon_sets_table() -> str:
     return "\n".join(lines)
 
 
-# (label, results file, row, bits, variant without the low-pass, the same with it): cell pairs on the same images
-BLUR_PAIRS = [
-    ("no reconstruction", "lowbit_imagenet", "dfq-vit", "W8A8", "strong-synthetic, no recon",
-     "strong-synthetic, no recon, blur 1"),
-    ("no reconstruction", "lowbit_imagenet", "dfq-vit", "W6A6", "strong-synthetic, no recon",
-     "strong-synthetic, no recon, blur 1"),
-    ("no reconstruction", "lowbit_imagenet", "dfq-vit", "W4A4", "strong-synthetic, no recon",
-     "strong-synthetic, no recon, blur 1"),
-    ("every block, relative (W4A8 preset)", "lowbit_imagenet", "dfq-vit", "W4A8",
-     "strong-synthetic+recon, every block, relative", "strong-synthetic+recon, every block, relative, blur 1"),
-    ("first 6 blocks, fresh views (W4A4 preset)", "lowbit_imagenet", "dfq-vit", "W4A4", FIRST_SIX,
-     FIRST_SIX + ", blur 1"),
-    ("first 6 blocks, fresh views (W4A4 preset)", "lowbit_imagenet-seed1", "dfq-vit", "W4A4", FIRST_SIX,
-     FIRST_SIX + ", blur 1"),
-    ("first 6 blocks, fresh views (W4A4 preset)", "lowbit_imagenet-joined4", "dfq-vit, 4 sets of 32 (128 images)",
-     "W4A4", FIRST_SIX, FIRST_SIX + ", blur 1"),
-    ("every block, relative (W4A8 preset)", "lowbit_imagenet-joined4", "dfq-vit, 4 sets of 32 (128 images)", "W4A8",
-     "strong-synthetic+recon, every block, relative", "strong-synthetic+recon, every block, relative, blur 1"),
+# (model, reconstruction, results file, row, bits, variant as synthesized, with σ 1 px, with the spectrum's σ, that σ):
+# cells on the same images; the spectrum's σ is natural_sigma of the set's first 32 images
+BLUR_ROWS = [
+    ("ImageNet ViT", "none", "lowbit_imagenet", "dfq-vit", "W8A8", "strong-synthetic, no recon",
+     "strong-synthetic, no recon, blur 1", None, 0.7),
+    ("ImageNet ViT", "none", "lowbit_imagenet", "dfq-vit", "W6A6", "strong-synthetic, no recon",
+     "strong-synthetic, no recon, blur 1", None, 0.7),
+    ("ImageNet ViT", "none", "lowbit_imagenet", "dfq-vit", "W4A4", "strong-synthetic, no recon",
+     "strong-synthetic, no recon, blur 1", "strong-synthetic, no recon, blur auto", 0.7),
+    ("ImageNet ViT", "every block, relative (W4A8 preset)", "lowbit_imagenet", "dfq-vit", "W4A8",
+     "strong-synthetic+recon, every block, relative", "strong-synthetic+recon, every block, relative, blur 1",
+     "strong-synthetic+recon, every block, relative, blur auto", 0.7),
+    ("ImageNet ViT", "first 6 blocks, fresh views (W4A4 preset)", "lowbit_imagenet", "dfq-vit", "W4A4", FIRST_SIX,
+     FIRST_SIX + ", blur 1", FIRST_SIX + ", blur auto", 0.7),
+    ("ImageNet ViT", "first 6 blocks, fresh views (W4A4 preset)", "lowbit_imagenet-seed1", "dfq-vit", "W4A4",
+     FIRST_SIX, FIRST_SIX + ", blur 1", FIRST_SIX + ", blur auto", 0.7),
+    ("CIFAR DeiT", "first 6 blocks, fresh views (W4A4 preset)", "lowbit_cifar-deit-set2", "dfq-vit", "W4A4",
+     FIRST_SIX, FIRST_SIX + ", blur 1", FIRST_SIX, 0.0),
+    ("CIFAR DeiT", "first 6 blocks, fresh views (W4A4 preset)", "lowbit_cifar-deit-set2", "dfq-vit", "W3A3",
+     FIRST_SIX, FIRST_SIX + ", blur 1", FIRST_SIX, 0.0),
+    ("CIFAR Swin", "first 6 blocks, fresh views (W4A4 preset)", "lowbit_cifar-swin-set2", "dfq-vit", "W4A4",
+     FIRST_SIX, FIRST_SIX + ", blur 1", FIRST_SIX + ", blur 0.6", 0.6),
+    ("CIFAR Swin", "first 6 blocks, fresh views (W4A4 preset)", "lowbit_cifar-swin-set2", "dfq-vit", "W3A3",
+     FIRST_SIX, FIRST_SIX + ", blur 1", FIRST_SIX + ", blur 0.6", 0.6),
 ]
 
 
@@ -172,15 +178,20 @@ def _cell_of(name: str, row: str, col: str, variant: str) -> dict | None:
 
 
 def blur_table() -> str:
-    """strong-synthetic with and without the low-pass of its calibration images (σ 1 px), on the same images."""
-    lines = ["| reconstruction | images (SHA-1) | bits | images as synthesized | low-passed, σ 1 px | KL change |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for label, name, row, col, without, with_blur in BLUR_PAIRS:
-        old, new = _cell_of(name, row, col, without), _cell_of(name, row, col, with_blur)
-        if old and new:
-            images = f"`{old['images_sha1']}`" + (" (128)" if "128" in row else "")
-            lines.append(f"| {label} | {images} | {col} | {cell(old)} | {cell(new)} | "
-                         f"{100 * (new['kl'] / old['kl'] - 1):+.0f} % |")
+    """strong-synthetic with and without the low-pass of its calibration images (σ 1 px, and the σ the
+    images' spectrum asks for), on the same images."""
+    lines = ["| model | reconstruction | images (SHA-1) | bits | as synthesized | σ 1 px | spectrum's σ | "
+             "low-passed to it | KL change |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for model, label, name, row, col, without, one, natural, sigma in BLUR_ROWS:
+        old, new = _cell_of(name, row, col, without), _cell_of(name, row, col, one)
+        nat = _cell_of(name, row, col, natural) if natural else None
+        if not (old and new):
+            continue
+        digits = 4 if old["kl"] < 0.1 else 3  # the CIFAR models' W4A4 KL is ~0.02
+        to_it = cell(nat, kl_digits=digits) if nat else "–"
+        change = f"{100 * (nat['kl'] / old['kl'] - 1):+.0f} %" if nat and sigma else ("σ 0: as synthesized" if nat else "–")
+        lines.append(f"| {model} | {label} | `{old['images_sha1']}` | {col} | {cell(old, kl_digits=digits)} | "
+                     f"{cell(new, kl_digits=digits)} | {sigma:g} | {to_it} | {change} |")
     return "\n".join(lines)
 
 

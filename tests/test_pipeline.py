@@ -49,6 +49,8 @@ def test_cli_run_writes_report_model_and_grid(tmp_path):
     assert report["quantize"]["acm_every"] == 0 and not report["quantize"]["acm_blocks"]
     parts = " ".join(report["parts_run"])  # every block (no "first N blocks"), fixed inputs, the relative objective
     assert "error relative to each float token's variance" in parts and "first 6 blocks" not in parts
+    # the low-pass rule is named, and the σ it took: none for the tiny ViT's 4-pixel patches
+    assert "σ read off the images" in parts and "low-pass σ taken: 0 px" in parts
     assert "crop/flip of its images every step" not in parts
     assert len(report["quantize"]["reconstruct"]["block_loss"]) == 4  # all 4 blocks of the tiny model
     assert not (tmp_path / "out.partial").exists()

@@ -664,7 +664,8 @@ def test_auto_blur_reads_the_sigma_off_the_images_spectrum(tiny, calib):
     smallest σ that makes it fall at least that fast, images that already do get none, and a calibration
     records the σ it took."""
     from dfqvit.cli import build_parser
-    from dfqvit.data.lowpass import low_pass, natural_sigma, spectral_slope
+    from dfqvit.data.lowpass import auto_sigma, low_pass, natural_sigma, spectral_slope
+    from dfqvit.models import patch_pixels
 
     gen = torch.Generator().manual_seed(0)
     f = torch.fft.fftfreq(64).abs()
@@ -679,8 +680,15 @@ def test_auto_blur_reads_the_sigma_off_the_images_spectrum(tiny, calib):
     assert natural_sigma(low_pass(white, 3.0)) == 0.0
     cfg = quant_config("strong-synthetic", w_bits=4, a_bits=4, calib_views=1)
     assert cfg.calib_blur == "auto" and "σ read off the images" in " ".join(cfg.parts())
-    _, info = quantize(tiny, calib[:16], cfg, progress=False)
-    assert info["calibration_blur_sigma"] == natural_sigma(calib[:16])
+    # only for patches of at least 8 pixels: the embedded tiny ViT's are 4 wide, so its calibration takes none
+    noise = torch.rand(16, 3, 32, 32, generator=gen)  # in range for the tiny ViT, and far from f^-2
+    assert patch_pixels(tiny.model) == 4 and natural_sigma(noise) > 0
+    _, info = quantize(tiny, noise, cfg, progress=False)
+    assert info["calibration_blur_sigma"] == 0.0
+    assert auto_sigma(noise, 16) == auto_sigma(noise, None) == natural_sigma(noise) > 0
+    assert auto_sigma(noise, 4) == 0.0
+    hf_like = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 16, stride=16))
+    assert patch_pixels(hf_like) == 16 and patch_pixels(torch.nn.Linear(2, 2)) is None
     parse = build_parser().parse_args
     assert parse(["quantize", "--images", "s/", "--calib-blur", "auto"]).calib_blur == "auto"
     assert parse(["quantize", "--images", "s/", "--calib-blur", "0.5"]).calib_blur == 0.5

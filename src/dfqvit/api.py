@@ -16,11 +16,11 @@ from .correction.distill import DistillOptions, distill
 from .correction.reconstruct import ReconstructOptions, reconstruct
 from .data import digits_split, gaussian_noise_images, load_folder_tensors
 from .data.folder import ImageFolderDataset, eval_transform
-from .data.lowpass import SPECTRUM_IMAGES, low_pass, natural_sigma
+from .data.lowpass import SPECTRUM_IMAGES, auto_sigma, low_pass
 from .errors import ConfigError, DataError
 from .evaluation import metrics, predict, tensor_batches
 from .export import load_quantized, save_quantized
-from .models import LoadedModel, find_blocks, load_model, load_model_config, make_observable
+from .models import LoadedModel, find_blocks, load_model, load_model_config, make_observable, patch_pixels
 from .models.tiny import TINY_MODEL_NAME
 from .quant.config import QuantConfig
 from .quant.compensate import compensate_activation_error
@@ -120,7 +120,8 @@ def quantize(loaded: LoadedModel, images: torch.Tensor, config: QuantConfig | No
     images = images.to(dev)
     config = config or QuantConfig()
     given = len(images)
-    sigma = natural_sigma(images[:SPECTRUM_IMAGES]) if config.calib_blur == "auto" else float(config.calib_blur)
+    sigma = (auto_sigma(images[:SPECTRUM_IMAGES], patch_pixels(loaded.model)) if config.calib_blur == "auto"
+             else float(config.calib_blur))
     if sigma > 0:  # before the views: a crop of a blurred image is a blurred crop
         images = low_pass(images, sigma) if isinstance(images, torch.Tensor) else images.low_passed(sigma)
     if config.calib_views > 1:

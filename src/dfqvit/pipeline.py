@@ -180,6 +180,8 @@ def parts_run(method: Method, quant: QuantConfig, n_images: int, distill: Distil
     else:
         parts.append(f"calibration images: {method.source}")
     extra = quant.parts()
+    if quant.calib_blur == "auto" and "calibration_blur_sigma" in qinfo:
+        extra.append(f"low-pass σ taken: {qinfo['calibration_blur_sigma']:g} px")
     parts.append(f"calibration[{n_images} images; {quant.weight_observer} weights, {quant.act_observer} activations"
                  f"{'; ' + ', '.join(extra) if extra else ''}]")
     if recon is not None:

@@ -217,6 +217,16 @@ def model_data_config(net: nn.Module) -> dict[str, Any]:
     return cfg
 
 
+def patch_pixels(net: nn.Module) -> int | None:
+    """Width in input pixels of the patches a model tokenizes its image into: the stride of its first
+    convolution whose kernel equals its stride (the patch embedding of timm and Hugging Face ViTs and
+    Swins); None when it has none."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == tuple(m.stride):
+            return int(m.stride[0])
+    return None
+
+
 def fingerprint(model: nn.Module) -> str:
     """SHA-256 of a model's parameters and buffers (in order: dtypes, shapes, bytes; not their names,
     which the observable copy changes): what a resumed synthesis checks it continues on the same weights."""

@@ -89,7 +89,8 @@ class QuantConfig:
             damp = f" (damping {self.gptq_damp:g})" if self.weight_rounding == "gptq" and self.gptq_damp != 0.01 else ""
             out.append(f"{self.weight_rounding} weights{damp}")
         if self.calib_blur == "auto":
-            out.append("calibration images low-passed to a photograph's f^-2 spectrum (σ read off the images)")
+            out.append("calibration images low-passed to a photograph's f^-2 spectrum (σ read off the images, for "
+                       "patches of 8 px or more)")
         elif self.calib_blur > 0:
             out.append(f"calibration images low-passed (Gaussian σ {self.calib_blur:g} px)")
         if self.calib_views > 1:
