@@ -148,12 +148,18 @@ def recon_sets_table() -> str:
 # cells on the same images; the spectrum's σ is natural_sigma of the set's first 32 images
 BLUR_ROWS = [
     ("ImageNet ViT", "none", "lowbit_imagenet", "dfq-vit", "W8A8", "strong-synthetic, no recon",
-     "strong-synthetic, no recon, blur 1", None, 0.7),
+     "strong-synthetic, no recon, blur 1", "strong-synthetic, no recon, blur auto", 0.7),
     ("ImageNet ViT", "none", "lowbit_imagenet", "dfq-vit", "W6A6", "strong-synthetic, no recon",
-     "strong-synthetic, no recon, blur 1", None, 0.7),
+     "strong-synthetic, no recon, blur 1", "strong-synthetic, no recon, blur auto", 0.7),
     ("ImageNet ViT", "none", "lowbit_imagenet", "dfq-vit", "W4A4", "strong-synthetic, no recon",
      "strong-synthetic, no recon, blur 1", "strong-synthetic, no recon, blur auto", 0.7),
     ("ImageNet ViT", "every block, relative (W4A8 preset)", "lowbit_imagenet", "dfq-vit", "W4A8",
+     "strong-synthetic+recon, every block, relative", "strong-synthetic+recon, every block, relative, blur 1",
+     "strong-synthetic+recon, every block, relative, blur auto", 0.7),
+    ("ImageNet ViT", "every block, relative (W4A8 preset)", "lowbit_imagenet-seed1", "dfq-vit", "W4A8",
+     "strong-synthetic+recon, every block, relative", "strong-synthetic+recon, every block, relative, blur 1",
+     "strong-synthetic+recon, every block, relative, blur auto", 0.7),
+    ("ImageNet ViT", "every block, relative (W4A8 preset)", "lowbit_imagenet-seed2", "dfq-vit", "W4A8",
      "strong-synthetic+recon, every block, relative", "strong-synthetic+recon, every block, relative, blur 1",
      "strong-synthetic+recon, every block, relative, blur auto", 0.7),
     ("ImageNet ViT", "first 6 blocks, fresh views (W4A4 preset)", "lowbit_imagenet", "dfq-vit", "W4A4", FIRST_SIX,
@@ -185,13 +191,13 @@ def blur_table() -> str:
     for model, label, name, row, col, without, one, natural, sigma in BLUR_ROWS:
         old, new = _cell_of(name, row, col, without), _cell_of(name, row, col, one)
         nat = _cell_of(name, row, col, natural) if natural else None
-        if not (old and new):
+        if not old:
             continue
         digits = 4 if old["kl"] < 0.1 else 3  # the CIFAR models' W4A4 KL is ~0.02
         to_it = cell(nat, kl_digits=digits) if nat else "–"
         change = f"{100 * (nat['kl'] / old['kl'] - 1):+.0f} %" if nat and sigma else ("σ 0: as synthesized" if nat else "–")
         lines.append(f"| {model} | {label} | `{old['images_sha1']}` | {col} | {cell(old, kl_digits=digits)} | "
-                     f"{cell(new, kl_digits=digits)} | {sigma:g} | {to_it} | {change} |")
+                     f"{cell(new, kl_digits=digits) if new else '–'} | {sigma:g} | {to_it} | {change} |")
     return "\n".join(lines)
 
 
@@ -377,12 +383,14 @@ HEADLINE_COLS = ["W8A8", "W6A6", "W4A8", "W4A4"]
 # row label → column → (results file, row, preset, note mark) or a peer file's cell name; † marks 32-image cells
 HEADLINE = [
     ("dfqvit, data-free: `dfqvit run` (DFQ-ViT images, preset auto → strong-synthetic, +recon at ≤ 4 bits)", {
-        "W8A8": ("imagenet_gpu", "dfq-vit 128 images", "strong-synthetic", ""),
-        "W6A6": ("imagenet_gpu", "dfq-vit without ACM", "strong-synthetic", "†"),
+        # one DFQ-ViT set of 32 (seed 0) under today's presets: the images low-passed to an f^-2 spectrum
+        "W8A8": ("lowbit_imagenet", "dfq-vit", "strong-synthetic, no recon, blur auto", "†"),
+        "W6A6": ("lowbit_imagenet", "dfq-vit", "strong-synthetic, no recon, blur auto", "†"),
         # the preset auto takes at W4A8 since 2026-12-07: every block, relative objective (one of three DFQ-ViT sets;
-        # the README's note gives the other two); at W4A4 since 2026-12-03 the first 6 blocks on fresh views
-        "W4A8": ("lowbit_imagenet", "dfq-vit", "strong-synthetic+recon, every block, relative", "†"),
-        "W4A4": ("lowbit_imagenet-resyn", "dfq-vit", "strong-synthetic+recon, first 6 blocks, fresh views", "†")}),
+        # the README's note gives the other two); at W4A4 the first 6 blocks on fresh views, and since 2026-12-07
+        # both on images low-passed to an f^-2 spectrum (calib_blur auto)
+        "W4A8": ("lowbit_imagenet", "dfq-vit", "strong-synthetic+recon, every block, relative, blur auto", "†"),
+        "W4A4": ("lowbit_imagenet", "dfq-vit", "strong-synthetic+recon, first 6 blocks, fresh views, blur auto", "†")}),
     ("dfqvit, real `calib/` images: `--method real` (preset auto → strong on 32, +recon on 128 at ≤ 4 bits)", {
         "W8A8": ("quantizer_imagenet", "real", "strong", ""), "W6A6": ("quantizer_imagenet", "real", "strong", ""),
         # today's strong+recon (Fisher-weighted, lr 0.1) on the 128 images it takes by default

@@ -17,10 +17,10 @@ ImageNet ViT-Tiny at W4A8 with DFQ-ViT images: GPTQ −0.8 points where real ima
 block 0's scales −4.3 points; see docs/results.md); it also calibrates on 4 crop/flip views of each
 image (32 DFQ-ViT images: W4A4 35.7 → 39.0 %, W4A8 70.4 → 72.0, W8A8 80.2 → 81.0, KL 7-17 % lower at
 every width; until 2026-12-02 only at ≤ 4-bit activations), and since 2026-12-07 it low-passes the
-calibration images first (`calib_blur` σ 1 px, data/lowpass.py: synthetic images carry 10-17× a photograph's
-power at the highest frequencies; W4A4 with the reconstruction preset 45.0 → 49.6 and 45.1 → 53.2 % on two
-DFQ-ViT sets, W6A6 KL −21 %, W4A8 with its reconstruction no change). `strong-synthetic+recon-relative`
-reconstructs every block instead, on fixed inputs, each token's error divided by its float variance, so the
+calibration images first (`calib_blur` auto, data/lowpass.py: the σ that gives them a photograph's f^-2
+spectrum, none for patches under 8 pixels; ImageNet DFQ-ViT images carry 10-17× a photograph's power at the
+highest frequencies, σ 0.7: W4A4 with the reconstruction preset 45.0 → 50.5 and 45.1 → 50.4 % on two sets).
+`strong-synthetic+recon-relative` reconstructs every block instead, on fixed inputs, each token's error divided by its float variance, so the
 massive-activation tokens of the deep blocks no longer dominate the loss: at 4-bit weights with 8-bit
 activations it wins on the ImageNet ViT-Tiny (three DFQ-ViT sets, W4A8 73.2 → 75.3, 74.3 → 77.1, 74.3 → 74.1 %,
 KL 6-9 % lower in each) and costs the CIFAR models little (KL +3-9 %, ~0.004 either way), at 4-bit activations
@@ -65,8 +65,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            reconstruct={"objective": "fisher", "lr": 0.1}),
     Preset("strong-synthetic", STRONG_SYNTHETIC, 0,
            "strong without GPTQ (MSE-searched weights rounded to nearest) and without reparameterizing block 0, "
-           "4 crop/flip calibration views per image, the images low-passed (σ 1 px): for synthetic calibration "
-           "images"),
+           "4 crop/flip calibration views per image, the images low-passed to an f^-2 spectrum: for synthetic "
+           "calibration images"),
     Preset("strong-synthetic+recon", STRONG_SYNTHETIC, 100,
            "strong-synthetic + 100 steps of block reconstruction in each of the first 6 blocks, each step on a new "
            "crop/flip of the images (deeper, where massive activations dominate the output error, it does not "
