@@ -24,8 +24,8 @@ highest frequencies, σ 0.7: W4A4 with the reconstruction preset 45.0 → 50.5 a
 divided by its float variance, so the massive-activation tokens of the deep blocks no longer dominate the loss:
 at 4-bit weights with 8-bit activations it wins on the ImageNet ViT-Tiny (three DFQ-ViT sets, W4A8
 73.2 → 75.3, 74.3 → 77.1, 74.3 → 74.1 %, KL 6-9 % lower in each) and costs the CIFAR models little
-(KL +3-9 %, ~0.004 either way), at 4-bit activations it loses (ImageNet W4A4 45.1 → 42.6 and 45.0 → 44.7, the CIFAR Swin 75.9 → 74.6). `auto`, the default,
-picks `strong` for real calibration images and `strong-synthetic` for everything else, and at ≤ 4-bit
+(KL +3-9 %, ~0.004 either way), at 4-bit activations it loses (ImageNet W4A4 45.1 → 42.6 and 45.0 → 44.7,
+the CIFAR Swin 75.9 → 74.6). `auto`, the default, picks `strong` for real calibration images and `strong-synthetic` for everything else, and at ≤ 4-bit
 weights or activations their reconstruction presets (`strong+recon`; with synthetic images
 `strong-synthetic+recon` at ≤ 4-bit activations, `strong-synthetic+recon-relative` at 4-bit weights over
 wider activations).
