@@ -1,35 +1,33 @@
 """Quantizer presets: named combinations of the quantizer options and the reconstruction budget.
 
-`basic` is the quantizer of the literature's data-free baselines (min-max per-channel
-weights rounded to nearest, percentile per-tensor activations, log2 softmax). `strong`
-adds what the real-data PTQ methods do (RepQ-ViT's reparameterization and log√2 softmax,
-PTQ4ViT's twin-uniform post-GELU — AdaLog's adaptive-log grid at ≤ 4 bits, which lifted the ImageNet
-ViT-Tiny's data-free W4A4 from 20.2 to 35.7 % — and output-aware range search, MSE-searched GPTQ
-weights); `strong+recon` adds Fisher-weighted block reconstruction (real W4A4 57.6 → 62.4 %; with
-plain MSE, its objective until 2026-12-02, 57.8), `strong-synthetic+recon` adds plain-MSE reconstruction to
-`strong-synthetic` in the first 6 blocks only, each step on a new crop/flip of the images (ImageNet
-ViT-Tiny, 32 DFQ-ViT images, W4A4: 39.0 → 46.0 % on the same images, 43.4 on fixed inputs, 42.6 with 3
-blocks; W4A8 72.6 → 74.7; all 12 blocks on fixed inputs collapse W4A4 to 20.0). `strong-synthetic` is `strong` without GPTQ and
-without reparameterizing the first block, the two parts that trust statistics synthetic
-images get wrong: GPTQ fits the rounding to the calibration images' input covariance, and the
-first block's post-LayerNorm channel scales follow low-level image statistics (measured on the
-ImageNet ViT-Tiny at W4A8 with DFQ-ViT images: GPTQ −0.8 points where real images gain 2.5;
-block 0's scales −4.3 points; see docs/results.md); it also calibrates on 4 crop/flip views of each
-image (32 DFQ-ViT images: W4A4 35.7 → 39.0 %, W4A8 70.4 → 72.0, W8A8 80.2 → 81.0, KL 7-17 % lower at
-every width; until 2026-12-02 only at ≤ 4-bit activations), and since 2026-12-07 it low-passes the
-calibration images first (`calib_blur` auto, data/lowpass.py: the σ that gives them a photograph's f^-2
-spectrum, none for patches under 8 pixels; ImageNet DFQ-ViT images carry 10-17× a photograph's power at the
-highest frequencies, σ 0.7: W4A4 with the reconstruction preset 45.0 → 50.5 and 45.1 → 50.4 % on two sets).
-`strong-synthetic+recon-relative` reconstructs every block instead, on fixed inputs, each token's error
-divided by its float variance, so the massive-activation tokens of the deep blocks no longer dominate the loss:
-at 4-bit weights with 8-bit activations it wins on the ImageNet ViT-Tiny (three DFQ-ViT sets, W4A8
-73.2 → 75.3, 74.3 → 77.1, 74.3 → 74.1 %, KL 6-9 % lower in each) and costs the CIFAR models little
-(KL +3-9 %, ~0.004 either way), at 4-bit activations it loses (ImageNet W4A4 45.1 → 42.6 and 45.0 → 44.7,
-the CIFAR Swin 75.9 → 74.6). `auto`, the default, picks `strong` for real calibration images and `strong-synthetic` for everything else, and at ≤ 4-bit
+`basic` is the quantizer of the literature's data-free baselines (min-max per-channel weights rounded to
+nearest, percentile per-tensor activations, log2 softmax). `strong` adds what the real-data PTQ methods do
+(RepQ-ViT's reparameterization and log√2 softmax, PTQ4ViT's twin-uniform post-GELU — AdaLog's adaptive-log
+grid at ≤ 4 bits, which lifted the ImageNet ViT-Tiny's data-free W4A4 from 20.2 to 35.7 % — and output-aware
+range search, MSE-searched GPTQ weights); `strong+recon` adds Fisher-weighted block reconstruction (real W4A4
+57.6 → 62.4 %; with plain MSE, its objective until 2026-12-02, 57.8), `strong-synthetic+recon` adds plain-MSE
+reconstruction to `strong-synthetic` in the first 6 blocks only, each step on a new crop/flip of the images
+(ImageNet ViT-Tiny, 32 DFQ-ViT images, W4A4: 39.0 → 46.0 % on the same images, 43.4 on fixed inputs, 42.6 with
+3 blocks; W4A8 72.6 → 74.7; all 12 blocks on fixed inputs collapse W4A4 to 20.0). `strong-synthetic` is
+`strong` without GPTQ and without reparameterizing the first block, the two parts that trust statistics
+synthetic images get wrong: GPTQ fits the rounding to the calibration images' input covariance, and the first
+block's post-LayerNorm channel scales follow low-level image statistics (measured on the ImageNet ViT-Tiny at
+W4A8 with DFQ-ViT images: GPTQ −0.8 points where real images gain 2.5; block 0's scales −4.3 points; see
+docs/results.md); it also calibrates on 4 crop/flip views of each image (32 DFQ-ViT images: W4A4 35.7 → 39.0
+%, W4A8 70.4 → 72.0, W8A8 80.2 → 81.0, KL 7-17 % lower at every width; until 2026-12-02 only at ≤ 4-bit
+activations), and since 2026-12-07 it low-passes the calibration images first (`calib_blur` auto,
+data/lowpass.py: the σ that gives them a photograph's f^-2 spectrum, none for patches under 8 pixels; ImageNet
+DFQ-ViT images carry 10-17× a photograph's power at the highest frequencies, σ 0.7: W4A4 with the
+reconstruction preset 45.0 → 50.5 and 45.1 → 50.4 % on two sets). `strong-synthetic+recon-relative`
+reconstructs every block instead, on fixed inputs, each token's error divided by its float variance, so the
+massive-activation tokens of the deep blocks no longer dominate the loss: at 4-bit weights with 8-bit
+activations it wins on the ImageNet ViT-Tiny (three DFQ-ViT sets, W4A8 73.2 → 75.3, 74.3 → 77.1, 74.3 → 74.1
+%, KL 6-9 % lower in each) and costs the CIFAR models little (KL +3-9 %, ~0.004 either way), at 4-bit
+activations it loses (ImageNet W4A4 45.1 → 42.6 and 45.0 → 44.7, the CIFAR Swin 75.9 → 74.6). `auto`, the
+default, picks `strong` for real calibration images and `strong-synthetic` for everything else, and at ≤ 4-bit
 weights or activations their reconstruction presets (`strong+recon`; with synthetic images
-`strong-synthetic+recon` at ≤ 4-bit activations, `strong-synthetic+recon-relative` at 4-bit weights over
-wider activations).
-The README's quantizer table measures each part and the presets.
+`strong-synthetic+recon` at ≤ 4-bit activations, `strong-synthetic+recon-relative` at 4-bit weights over wider
+activations). The README's quantizer table measures each part and the presets.
 """
 from __future__ import annotations
 
