@@ -166,6 +166,8 @@ BLUR_ROWS = [
      FIRST_SIX + ", blur 1", FIRST_SIX + ", blur auto", 0.7),
     ("ImageNet ViT", "first 6 blocks, fresh views (W4A4 preset)", "lowbit_imagenet-seed1", "dfq-vit", "W4A4",
      FIRST_SIX, FIRST_SIX + ", blur 1", FIRST_SIX + ", blur auto", 0.7),
+    ("ImageNet ViT", "first 6 blocks, fresh views (W4A4 preset)", "lowbit_imagenet-seed2", "dfq-vit", "W4A4",
+     FIRST_SIX, FIRST_SIX + ", blur 1", FIRST_SIX + ", blur auto", 0.7),
     ("CIFAR DeiT", "first 6 blocks, fresh views (W4A4 preset)", "lowbit_cifar-deit-set2", "dfq-vit", "W4A4",
      FIRST_SIX, FIRST_SIX + ", blur 1", FIRST_SIX, 0.0),
     ("CIFAR DeiT", "first 6 blocks, fresh views (W4A4 preset)", "lowbit_cifar-deit-set2", "dfq-vit", "W3A3",
