@@ -31,9 +31,7 @@ def fc2_input_norms(model: torch.nn.Module, images: torch.Tensor) -> list[float]
     hooks = [b.mlp.fc2.register_forward_pre_hook(lambda _m, args: norms.append(float(args[0].norm(dim=-1).median())))
              for _, b in find_blocks(model) if hasattr(getattr(b, "mlp", None), "fc2")]
     try:
-        for i in range(0, len(images), 32):  # one batch per block's median: 32 images, as calibrated
-            model(images[i:i + 32])
-            break
+        model(images[:32])  # one batch per block's median: 32 images, as calibrated
     finally:
         for h in hooks:
             h.remove()

@@ -57,8 +57,9 @@ class QuantConfig:
                                      (self.mlp_activation, MLP_ACTIVATIONS, "MLP activation")):
             if value not in choices:
                 raise ConfigError(f"unknown {what} '{value}' (choose from {', '.join(choices)})")
-        if self.calib_blur != "auto" and not (isinstance(self.calib_blur, (int, float))
-                                              and not isinstance(self.calib_blur, bool) and 0.0 <= self.calib_blur <= 16.0):
+        blur = self.calib_blur
+        is_sigma = isinstance(blur, (int, float)) and not isinstance(blur, bool) and 0.0 <= blur <= 16.0
+        if blur != "auto" and not is_sigma:
             raise ConfigError(f"calibration blur must be 'auto' or a σ in [0, 16] pixels, got {self.calib_blur!r}")
         if not isinstance(self.calib_views, int) or self.calib_views < 1:
             raise ConfigError(f"calibration views per image must be an integer >= 1, got {self.calib_views}")

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
+from ..data.lowpass import low_pass
 from ..errors import CheckpointError, DataError
 from .loop import SynthesisOptions, run_identity, synthesize_images
 from .methods import Method
@@ -262,29 +263,27 @@ class ShardImages:
     def is_floating_point(self) -> bool:
         return self.dtype.is_floating_point
 
+    def _with(self, **changes: Any) -> "ShardImages":
+        """A view of the same shards with some attributes changed (no shard is read again until needed)."""
+        other = object.__new__(ShardImages)
+        other.__dict__.update(self.__dict__)
+        other.__dict__.update(changes)
+        return other
+
     def to(self, device: torch.device | str) -> "ShardImages":
         if torch.device(device) == self.device:
             return self
-        other = object.__new__(ShardImages)
-        other.__dict__.update(self.__dict__)
-        other.device = torch.device(device)
-        return other
+        return self._with(device=torch.device(device))
 
     def low_passed(self, sigma: float) -> "ShardImages":
         """The same set, each shard blurred (data/lowpass.py) as it is read."""
-        other = object.__new__(ShardImages)
-        other.__dict__.update(self.__dict__)
-        other.blur, other._cached = sigma, None
-        return other
+        return self._with(blur=sigma, _cached=None)
 
     def _shard(self, index: int) -> torch.Tensor:
         if self._cached is None or self._cached[0] != index:
             images = _shard_images(self.directory, self.shards[index], self.input_size or self._first_size(),
                                    self.bound)
-            if self.blur > 0:
-                from ..data.lowpass import low_pass
-
-                images = low_pass(images, self.blur)
+            images = low_pass(images, self.blur)  # unchanged at σ 0
             self._cached = (index, images)
             self.shard_reads += 1
         return self._cached[1]
