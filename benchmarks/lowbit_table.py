@@ -146,6 +146,19 @@ VARIANTS = {
         **synthetic_recon(first_blocks=6, fresh_views=True), "calib_blur": "auto"},
     "strong-synthetic+recon, every block, relative, blur auto": {
         **synthetic_recon(first_blocks=0, objective="relative"), "calib_blur": "auto"},
+    # once low-passed, do synthetic images still mislead the two parts strong-synthetic leaves out (GPTQ fits the
+    # images' input covariance, block 0's reparameterization their low-level channel statistics)?
+    "strong-synthetic + GPTQ, no recon, blur auto": {"base": "strong-synthetic", "weight_rounding": "gptq",
+                                                     "calib_views": 4, "calib_blur": "auto"},
+    "strong-synthetic + block-0 reparam, no recon, blur auto": {"base": "strong-synthetic", "reparam_skip_blocks": 0,
+                                                                "calib_views": 4, "calib_blur": "auto"},
+    # the reconstruction preset with the real-image preset's Fisher-weighted objective, on the low-passed images
+    "strong-synthetic+recon, first 6 blocks, fresh views, blur auto, fisher": {
+        **synthetic_recon(first_blocks=6, fresh_views=True, objective="fisher"), "calib_blur": "auto"},
+    # once low-passed, does the reconstruction transfer deeper than the first 6 blocks (unblurred: every block
+    # with fresh views fell to 22.5 %)?
+    "strong-synthetic+recon, first 9 blocks, fresh views, blur auto": {
+        **synthetic_recon(first_blocks=9, fresh_views=True), "calib_blur": "auto"},
     "strong-synthetic+recon + compensation": {"base": "strong-synthetic", "act_compensation": "ridge",
                                               "reconstruct_steps": 100, **TWIN},
 }
@@ -173,7 +186,10 @@ ROWS = [row("real", "real"), row("dfq-vit", "dfq-vit"), row("psaq", "psaq"), row
         {**row("dfq-vit, 4 sets of 32 (128 images)", "dfq-vit"), "also_seeds": (1, 2, 3)},
         # DFQ-ViT synthesized through a Gaussian low-pass (σ 1 px): the model sees, and the run saves, blurred
         # images, so they have a photograph's falling spectrum and still carry the class (data/lowpass.py)
-        row("dfq-vit, low-pass 1 in synthesis", "dfq-vit", lowpass=1.0)]
+        row("dfq-vit, low-pass 1 in synthesis", "dfq-vit", lowpass=1.0),
+        # DFQ-ViT with each step's image gradient tilted to f^-1 amplitudes (Method.gradient_tilt): large structures
+        # grow as fast as texture, where pixel-space Adam leaves the lowest frequencies ~40× under a photograph's
+        row("dfq-vit, 1/f gradient in synthesis", "dfq-vit", gradient_tilt=1.0)]
 
 
 def main() -> None:

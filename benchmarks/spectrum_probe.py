@@ -3,13 +3,15 @@
     python benchmarks/spectrum_probe.py --threads 1                       # ImageNet ViT-Tiny
     python benchmarks/spectrum_probe.py --threads 1 --model cifar-deit
 
-For the real calibration images, the DFQ-ViT images of the low-bit table (seed 0) and those images
-low-passed (data/lowpass.py) at several σ and at the σ `--calib-blur auto` reads off them: the radially
+For the real calibration images, the DFQ-ViT images of the low-bit table (seed 0), those images
+low-passed (data/lowpass.py) at several σ and at the σ `--calib-blur auto` reads off them, and (with
+`--gradient-tilt A`) DFQ-ViT images synthesized with each step's gradient tilted to f^-A: the radially
 averaged power spectrum of the grey image (its log-log slope over 4 cycles per image to ~45 % of the
 sampling rate; photographs fall about as f^-2),
 the mean absolute difference of neighbouring pixels, the float model's confidence on them, and per
 block the median token norm of the fc2 input (the post-GELU activations a range is calibrated on).
-Writes benchmarks/results/spectrum_<model>.json and a plot of the spectra, spectrum_<model>.png.
+Writes benchmarks/results/spectrum_<model>.json, a plot of the spectra, spectrum_<model>.png, and the
+first 8 images of each unblurred source side by side, spectrum_<model>_images.png.
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="imagenet", choices=list(MODELS))
     p.add_argument("--sigmas", default="0.5,1,1.5,2")
+    p.add_argument("--gradient-tilt", type=float, default=0.0,
+                   help="also the DFQ-ViT set synthesized with this gradient tilt (synthesize_sets.py makes it)")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args()
     if a.threads:
@@ -61,6 +65,9 @@ def main() -> None:
     sources = {"real": real, "dfq-vit": syn}
     sources.update({f"dfq-vit, blur {s:g}": low_pass(syn, s) for s in (float(v) for v in a.sigmas.split(","))})
     sources[f"dfq-vit, blur auto ({auto:g})"] = low_pass(syn, auto)
+    if a.gradient_tilt:
+        tilted = get_method("dfq-vit").with_options(gradient_tilt=a.gradient_tilt)
+        sources[f"dfq-vit, gradient tilt {a.gradient_tilt:g}"] = calibration_images(loaded, tilted, opts, calib)[0]
     out = {"model": config, "machine": machine(), "auto_sigma": auto, "sources": {}}
     spectra = {}
     for name, images in sources.items():
@@ -94,7 +101,12 @@ def main() -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(RESULTS / f"spectrum_{a.model}.png")
-    print(f"wrote {path.name} and spectrum_{a.model}.png")
+    from torchvision.utils import save_image
+
+    shown = [name for name in sources if "blur" not in name]  # one row of 8 per source: real, as synthesized...
+    grid = torch.cat([(sources[name][:8] * std + mean).clamp(0, 1) for name in shown])
+    save_image(grid, str(RESULTS / f"spectrum_{a.model}_images.png"), nrow=8, padding=2)
+    print(f"wrote {path.name}, spectrum_{a.model}.png and spectrum_{a.model}_images.png (rows: {', '.join(shown)})")
 
 
 if __name__ == "__main__":

@@ -145,6 +145,8 @@ def no_synthesis(monkeypatch):
 
 @pytest.mark.parametrize("args,pattern", [
     (["--acm-every", "-1"], "--acm-every must be >= 0"),
+    (["--gradient-tilt", "-1"], "--gradient-tilt must be in [0, 4]"),
+    (["--gradient-tilt", "nan"], "--gradient-tilt must be in [0, 4]"),
     (["--checkpoint-every", "0"], "checkpoint-every must be >= 1"),
     (["--distill-lr", "-1"], "--distill-lr must be > 0"),
     (["--distill-steps", "-5"], "--distill-steps must be >= 0"),

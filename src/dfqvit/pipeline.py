@@ -42,6 +42,7 @@ class RunOptions:
     preset: str | None = None  # the preset `quant` came from (recorded in the report)
     synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)
     schedule: str | None = None  # override the method's crop schedule
+    gradient_tilt: float | None = None  # override the method's synthesis gradient tilt (Method.gradient_tilt)
     acm_every: int | None = None  # override the method's γ
     acm_variant: str | None = None  # override the method's ACM variant
     distill_steps: int | None = None
@@ -131,7 +132,8 @@ def check_image_budget(num_images: int, loaded: LoadedModel, where: Path | None 
 
 
 def resolve_method(opts: RunOptions) -> Method:
-    return get_method(opts.method).with_options(schedule=opts.schedule, acm_every=opts.acm_every,
+    return get_method(opts.method).with_options(schedule=opts.schedule, gradient_tilt=opts.gradient_tilt,
+                                                acm_every=opts.acm_every,
                                                 acm_variant=opts.acm_variant, distill_steps=opts.distill_steps,
                                                 distill_terms=opts.distill_terms)
 
@@ -150,6 +152,8 @@ def validate(opts: RunOptions) -> tuple[Method, DistillOptions | None, Reconstru
     method = resolve_method(opts)
     if method.acm_every < 0:
         raise ConfigError(f"--acm-every must be >= 0, got {method.acm_every}")
+    if not 0 <= method.gradient_tilt <= 4:  # NaN fails too
+        raise ConfigError(f"--gradient-tilt must be in [0, 4] (1: a photograph's spectrum), got {method.gradient_tilt}")
     if opts.export not in (None, "onnx"):
         raise ConfigError(f"--export must be onnx, got {opts.export!r}")
     if opts.resume and not method.synthesizes:
@@ -175,8 +179,10 @@ def parts_run(method: Method, quant: QuantConfig, n_images: int, distill: Distil
     if method.source == "synthetic":
         terms = ", ".join(f"{k}×{v:g}" for k, v in method.terms.items())
         rounds = f"; {len(method.rounds)} rounds" if method.rounds else ""
+        tilt = f"; gradient tilted to f^-{method.gradient_tilt:g}" if method.gradient_tilt else ""
+        lowpass = f"; low-pass σ {method.lowpass:g} px" if method.lowpass else ""
         parts.append(f"synthesis[{method.name}: {terms}; crop schedule {method.schedule}; "
-                     f"{'soft' if method.soft_labels else 'one-hot'} labels{rounds}]")
+                     f"{'soft' if method.soft_labels else 'one-hot'} labels{rounds}{tilt}{lowpass}]")
     else:
         parts.append(f"calibration images: {method.source}")
     extra = quant.parts()

@@ -83,3 +83,19 @@ def auto_sigma(images: torch.Tensor, patch_pixels: int | None) -> float:
     if patch_pixels is not None and patch_pixels < MIN_PATCH_PIXELS:
         return 0.0
     return natural_sigma(images)
+
+
+def tilt_spectrum(field: torch.Tensor, alpha: float) -> torch.Tensor:
+    """`field` (…, H, W) with each 2-D Fourier amplitude scaled by f^-alpha (f in cycles per image, at least 1;
+    the constant term kept), rescaled to its original energy: only how the energy spreads over frequencies
+    changes. alpha = 1 gives white noise a photograph's f^-2 power spectrum; alpha = 0 returns `field`."""
+    if alpha == 0:
+        return field
+    h, w = field.shape[-2:]
+    fy = torch.fft.fftfreq(h, device=field.device).mul(h).view(-1, 1)
+    fx = torch.fft.rfftfreq(w, device=field.device).mul(w).view(1, -1)
+    weight = (fy**2 + fx**2).sqrt().clamp(min=1.0).pow(-alpha)
+    tilted = torch.fft.irfft2(torch.fft.rfft2(field.float()) * weight, s=(h, w))
+    dims = (-2, -1) if field.dim() < 3 else tuple(range(1, field.dim()))
+    energy = field.float().pow(2).sum(dims, keepdim=True).sqrt()
+    return (tilted * energy / tilted.pow(2).sum(dims, keepdim=True).sqrt().clamp(min=1e-30)).to(field.dtype)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..data.lowpass import low_pass
+from ..data.lowpass import low_pass, tilt_spectrum
 from ..errors import CheckpointError, ConfigError, SynthesisDivergedError
 from ..models.attention import PointRecorder, attention_modules
 from . import graphs, losses
@@ -220,7 +220,8 @@ def synthesize_images(
     # steps replayed as a CUDA graph where they can be: only the built-in terms are known to read
     # nothing that changes between steps outside the step's tensors (ctx.iteration, ctx.gen)
     graphed = (opts.cuda_graphs and batched and device.type in graphs.GRAPH_ON and not method.lowpass
-               and all(name in losses.BUILT_IN_TERMS for name in method.terms))  # low-pass: not captured yet
+               and not method.gradient_tilt  # the low-pass and the tilt: not captured yet
+               and all(name in losses.BUILT_IN_TERMS for name in method.terms))
     lo = torch.tensor([(0 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     attn_modules = attention_modules(net)
@@ -337,6 +338,8 @@ def synthesize_images(
                     loss.backward()
                     for r in recorders.values():  # drop this step's autograd graph now, not at the next step
                         r.clear()
+                    if method.gradient_tilt:  # per image: its energy kept, spread towards low frequencies
+                        x.grad = tilt_spectrum(x.grad, method.gradient_tilt)
                     optim.step()
                     with torch.no_grad():
                         x.clamp_(lo, hi)  # back into the valid pixel range, in place

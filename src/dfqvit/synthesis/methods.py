@@ -23,6 +23,9 @@ class Method:
     #                               `iterations` long with a fresh Adam and lr schedule; () = one round
     lowpass: float = 0.0  # σ (input pixels) of a Gaussian the images pass through before the model sees them,
     #                       and are saved through: images with a photograph's falling spectrum (data/lowpass.py)
+    gradient_tilt: float = 0.0  # α: each step's image gradient has its Fourier amplitudes scaled by f^-α (energy
+    #                             kept) before Adam, so large structures grow as fast as pixel texture (α = 1:
+    #                             a white gradient becomes pink, a photograph's f^-2 power); 0 = plain pixels
     description: str = ""
 
     @property
@@ -37,7 +40,8 @@ class Method:
         return {"name": self.name, "source": self.source, "terms": dict(self.terms), "schedule": self.schedule,
                 "soft_labels": self.soft_labels, "acm_every": self.acm_every, "acm_variant": self.acm_variant,
                 "distill_steps": self.distill_steps, "distill_terms": list(self.distill_terms),
-                "rounds": list(self.rounds), **({"lowpass": self.lowpass} if self.lowpass else {})}
+                "rounds": list(self.rounds), **({"lowpass": self.lowpass} if self.lowpass else {}),
+                **({"gradient_tilt": self.gradient_tilt} if self.gradient_tilt else {})}
 
 
 METHODS: dict[str, Method] = {}
