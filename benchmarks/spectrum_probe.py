@@ -11,7 +11,8 @@ sampling rate; photographs fall about as f^-2),
 the mean absolute difference of neighbouring pixels, the float model's confidence on them, and per
 block the median token norm of the fc2 input (the post-GELU activations a range is calibrated on).
 Writes benchmarks/results/spectrum_<model>.json, a plot of the spectra, spectrum_<model>.png, and the
-first 8 images of each unblurred source side by side, spectrum_<model>_images.png.
+first 8 images of each unblurred synthetic source at half resolution, spectrum_<model>_synthetic.jpg (the
+real images stay in ../shared).
 """
 from __future__ import annotations
 
@@ -101,12 +102,12 @@ def main() -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(RESULTS / f"spectrum_{a.model}.png")
-    from torchvision.utils import save_image
+    from dfqvit.synthesis.loop import save_grid
 
-    shown = [name for name in sources if "blur" not in name]  # one row of 8 per source: real, as synthesized...
-    grid = torch.cat([(sources[name][:8] * std + mean).clamp(0, 1) for name in shown])
-    save_image(grid, str(RESULTS / f"spectrum_{a.model}_images.png"), nrow=8, padding=2)
-    print(f"wrote {path.name}, spectrum_{a.model}.png and spectrum_{a.model}_images.png (rows: {', '.join(shown)})")
+    shown = [name for name in sources if name != "real" and "blur" not in name]  # a row of 8 per synthetic source
+    grid = torch.cat([torch.nn.functional.avg_pool2d(sources[name][:8], 2) for name in shown])
+    save_grid(grid, loaded.data_config["mean"], loaded.data_config["std"], RESULTS / f"spectrum_{a.model}_synthetic.jpg")
+    print(f"wrote {path.name}, spectrum_{a.model}.png and spectrum_{a.model}_synthetic.jpg (rows: {', '.join(shown)})")
 
 
 if __name__ == "__main__":
