@@ -189,7 +189,11 @@ ROWS = [row("real", "real"), row("dfq-vit", "dfq-vit"), row("psaq", "psaq"), row
         row("dfq-vit, low-pass 1 in synthesis", "dfq-vit", lowpass=1.0),
         # DFQ-ViT with each step's image gradient tilted to f^-1 amplitudes (Method.gradient_tilt): large structures
         # grow as fast as texture, where pixel-space Adam leaves the lowest frequencies ~40× under a photograph's
-        row("dfq-vit, 1/f gradient in synthesis", "dfq-vit", gradient_tilt=1.0)]
+        row("dfq-vit, 1/f gradient in synthesis", "dfq-vit", gradient_tilt=1.0),
+        # DFQ-ViT with the chroma of its start noise and of each step scaled by 0.3 (Method.chroma_scale): a
+        # photograph's colour varies about a third as much as its brightness; synthetic images are ~3× as colourful
+        row("dfq-vit, chroma 0.3 in synthesis", "dfq-vit", chroma_scale=0.3),
+        row("dfq-vit, chroma 0.3 and 1/f gradient in synthesis", "dfq-vit", chroma_scale=0.3, gradient_tilt=1.0)]
 
 
 def main() -> None:

@@ -203,6 +203,49 @@ def blur_table() -> str:
     return "\n".join(lines)
 
 
+# The synthesis-side image priors under today's presets, each on its own images: (model, results file, seed, bits,
+# preset label, {column: (row, variant)}). Where a set's `--calib-blur auto` σ is 0 (images already falling as f^-2,
+# or the CIFAR models' small patches) the cell measured with the blur pinned off is the same calibration.
+RELATIVE = "strong-synthetic+recon, every block, relative"
+PRIOR_COLUMNS = ["DFQ-ViT", "low-pass 1 px", "1/f gradient", "chroma 0.3", "chroma 0.3 + 1/f gradient"]
+PRIOR_SOURCES = {"DFQ-ViT": "dfq-vit", "low-pass 1 px": "dfq-vit, low-pass 1 in synthesis",
+                 "1/f gradient": "dfq-vit, 1/f gradient in synthesis", "chroma 0.3": "dfq-vit, chroma 0.3 in synthesis",
+                 "chroma 0.3 + 1/f gradient": "dfq-vit, chroma 0.3 and 1/f gradient in synthesis"}
+
+
+def _prior_variants(preset: str, pinned_off: tuple[str, ...] = ()) -> dict[str, str]:
+    """The variant each column's cell was measured with: the preset with `blur auto`, or (for the columns in
+    `pinned_off`, whose auto σ is 0) the same preset with the blur pinned off."""
+    return {c: preset if c in pinned_off else preset + ", blur auto" for c in PRIOR_COLUMNS}
+
+
+PRIOR_ROWS = [
+    ("ImageNet ViT", "lowbit_imagenet", 0, "W4A4", "W4A4 preset", _prior_variants(FIRST_SIX, ("low-pass 1 px",))),
+    ("ImageNet ViT", "lowbit_imagenet-seed1", 1, "W4A4", "W4A4 preset", _prior_variants(FIRST_SIX)),
+    ("ImageNet ViT", "lowbit_imagenet", 0, "W4A8", "W4A8 preset", _prior_variants(RELATIVE, ("low-pass 1 px",))),
+    ("ImageNet ViT", "lowbit_imagenet-seed1", 1, "W4A8", "W4A8 preset", _prior_variants(RELATIVE)),
+    ("CIFAR DeiT", "lowbit_cifar-deit-set2", 0, "W4A4", "W4A4 preset", _prior_variants(FIRST_SIX, ("DFQ-ViT",))),
+    ("CIFAR DeiT", "lowbit_cifar-deit-set2", 0, "W4A8", "W4A8 preset", _prior_variants(RELATIVE, ("DFQ-ViT",))),
+    ("CIFAR Swin", "lowbit_cifar-swin-set2", 0, "W4A4", "W4A4 preset", _prior_variants(FIRST_SIX, ("DFQ-ViT",))),
+    ("CIFAR Swin", "lowbit_cifar-swin-set2", 0, "W4A8", "W4A8 preset", _prior_variants(RELATIVE, ("DFQ-ViT",))),
+]
+
+
+def priors_table() -> str:
+    """DFQ-ViT images made with and without each synthesis-side prior (a low-pass, a tilted gradient, less colour),
+    each calibrated under today's preset for its bits: top-1 / agreement / KL."""
+    lines = ["| model | seed | bits (preset) | " + " | ".join(PRIOR_COLUMNS) + " |",
+             "| --- | --- | --- |" + " --- |" * len(PRIOR_COLUMNS)]
+    for model, name, seed, col, label, variants in PRIOR_ROWS:
+        got = {c: _cell_of(name, PRIOR_SOURCES[c], col, variants[c]) for c in PRIOR_COLUMNS}
+        if not any(got.values()):
+            continue
+        digits = 4 if any(v and v["kl"] < 0.1 for v in got.values()) else 3
+        lines.append(f"| {model} | {seed} | {col} ({label}) | "
+                     + " | ".join(cell(got[c], kl_digits=digits) for c in PRIOR_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
 def real_count_table() -> str:
     """Real-image calibration by count (the `real` row of each file): the reconstruction, not the
     quantizer alone, makes use of more images."""
@@ -521,7 +564,7 @@ GENERATED = {"lowbit": lowbit_table, "runtime": runtime_table,
              "cifar-deit-gpu": lambda: table_lines(cifar_table("deit-gpu")),
              "cifar-swin-gpu": lambda: table_lines(cifar_table("swin-gpu")), "onnx-size": onnx_size_table, "swap-w4a4": swap_table_w4a4,
              "swap-groups-w4a4": swap_groups_table, "real-count": real_count_table,
-             "fresh-views": fresh_views_table, "recon-sets": recon_sets_table, "blur": blur_table,
+             "fresh-views": fresh_views_table, "recon-sets": recon_sets_table, "blur": blur_table, "priors": priors_table,
              "headline": headline_table}
 ROOT = RESULTS.parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # where generated tables live

@@ -5,10 +5,11 @@
 
 For the real calibration images, the DFQ-ViT images of the low-bit table (seed 0), those images
 low-passed (data/lowpass.py) at several σ and at the σ `--calib-blur auto` reads off them, and (with
-`--gradient-tilt A`) DFQ-ViT images synthesized with each step's gradient tilted to f^-A: the radially
-averaged power spectrum of the grey image (its log-log slope over 4 cycles per image to ~45 % of the
-sampling rate; photographs fall about as f^-2),
-the mean absolute difference of neighbouring pixels, the float model's confidence on them, and per
+`--gradient-tilt A`) DFQ-ViT images synthesized with each step's gradient tilted to f^-A (with
+`--chroma-scale B` also those synthesized with their colour changes scaled by B, alone and with the
+tilt): the radially averaged power spectrum of the grey image (its log-log slope over 4 cycles per
+image to ~45 % of the sampling rate; photographs fall about as f^-2), the mean absolute difference of
+neighbouring pixels, the mean spread between colour channels, the float model's confidence on them, and per
 block the median token norm of the fc2 input (the post-GELU activations a range is calibrated on).
 Writes benchmarks/results/spectrum_<model>.json, a plot of the spectra, spectrum_<model>.png, and the
 first 8 images of each unblurred synthetic source at half resolution, spectrum_<model>_synthetic.jpg (the
@@ -47,10 +48,13 @@ def main() -> None:
     p.add_argument("--sigmas", default="0.5,1,1.5,2")
     p.add_argument("--gradient-tilt", type=float, default=0.0,
                    help="also the DFQ-ViT set synthesized with this gradient tilt (synthesize_sets.py makes it)")
+    p.add_argument("--chroma-scale", type=float, default=1.0,
+                   help="also the DFQ-ViT sets synthesized with this chroma scale (alone, and with --gradient-tilt)")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    from dfqvit.data.colour import channel_spread
     from dfqvit.data.lowpass import low_pass, natural_sigma, radial_power, spectral_slope
     from dfqvit.synthesis import SynthesisOptions, get_method
 
@@ -69,6 +73,11 @@ def main() -> None:
     if a.gradient_tilt:
         tilted = get_method("dfq-vit").with_options(gradient_tilt=a.gradient_tilt)
         sources[f"dfq-vit, gradient tilt {a.gradient_tilt:g}"] = calibration_images(loaded, tilted, opts, calib)[0]
+    if a.chroma_scale != 1:
+        for tilt in sorted({0.0, a.gradient_tilt}):
+            grey = get_method("dfq-vit").with_options(chroma_scale=a.chroma_scale, gradient_tilt=tilt)
+            name = f"dfq-vit, chroma {a.chroma_scale:g}" + (f", gradient tilt {tilt:g}" if tilt else "")
+            sources[name] = calibration_images(loaded, grey, opts, calib)[0]
     out = {"model": config, "machine": machine(), "auto_sigma": auto, "sources": {}}
     spectra = {}
     for name, images in sources.items():
@@ -79,9 +88,11 @@ def main() -> None:
         pixels = images * std + mean
         out["sources"][name] = {
             "spectral_slope": spectral_slope(images), "neighbour_difference": float((pixels[..., 1:] - pixels[..., :-1]).abs().mean()),
+            "channel_spread": channel_spread(images, loaded.data_config["mean"], loaded.data_config["std"]),
             "fp_confidence": confidence, "fc2_input_token_norm": fc2_input_norms(model, images)}
         v = out["sources"][name]
         print(f"{name}: slope {v['spectral_slope']:.2f}, neighbour difference {v['neighbour_difference']:.4f}, "
+              f"channel spread {v['channel_spread']:.3f}, "
               f"confidence {confidence:.3f}, fc2-input norms " + " ".join(f"{n:.1f}" for n in v["fc2_input_token_norm"]),
               flush=True)
     path = RESULTS / f"spectrum_{a.model}.json"

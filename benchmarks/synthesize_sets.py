@@ -27,6 +27,8 @@ def main() -> None:
     p.add_argument("--lowpass", type=float, default=None, help="the method's synthesis low-pass σ (a row's override)")
     p.add_argument("--gradient-tilt", type=float, default=None,
                    help="the method's synthesis gradient tilt α (a row's override)")
+    p.add_argument("--chroma-scale", type=float, default=None,
+                   help="the method's synthesis chroma scale (a row's override)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (background jobs: 1 each)")
     a = p.parse_args()
     torch.set_num_threads(a.threads or max(1, torch.get_num_threads()))
@@ -37,7 +39,8 @@ def main() -> None:
     for seed in (int(s) for s in a.seeds.split(",")):
         # the options lowbit_table.py passes: one batch of all the images
         opts = SynthesisOptions(num_images=a.num_images, batch_size=a.num_images, iterations=a.iterations, seed=seed)
-        method = get_method(a.method).with_options(lowpass=a.lowpass, gradient_tilt=a.gradient_tilt)
+        method = get_method(a.method).with_options(lowpass=a.lowpass, gradient_tilt=a.gradient_tilt,
+                                                  chroma_scale=a.chroma_scale)
         images, seconds = calibration_images(loaded, method, opts, calib)
         print(f"{a.model} {a.method} seed {seed}: {tuple(images.shape)}, SHA-1 {images_fingerprint(images)}, "
               f"{seconds:.0f} s", flush=True)

@@ -56,18 +56,20 @@ def test_cli_run_writes_report_model_and_grid(tmp_path):
     assert not (tmp_path / "out.partial").exists()
 
 
-def test_cli_gradient_tilt_reaches_the_synthesis_and_the_report(tmp_path):
-    """`--gradient-tilt 1` overrides the method's field: the report's method and parts list name it."""
+def test_cli_gradient_tilt_and_chroma_scale_reach_the_synthesis_and_the_report(tmp_path):
+    """`--gradient-tilt 1 --chroma-scale 0.3` override the method's fields: the report's method and parts
+    list name them."""
     import json
 
     from dfqvit.cli import main
 
     out = tmp_path / "out"
     assert main(["run", "--iterations", "2", "--num-images", "8", "--preset", "basic", "--gradient-tilt", "1",
-                 "--quiet", "--out", str(out)]) == 0
+                 "--chroma-scale", "0.3", "--quiet", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["method"]["gradient_tilt"] == 1.0
+    assert report["method"]["gradient_tilt"] == 1.0 and report["method"]["chroma_scale"] == 0.3
     assert "gradient tilted to f^-1" in " ".join(report["parts_run"])
+    assert "chroma scaled by 0.3" in " ".join(report["parts_run"])
 
 
 def test_python_default_run_options_at_4_bit_activations_take_what_the_cli_takes():

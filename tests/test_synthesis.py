@@ -91,6 +91,42 @@ def test_a_tilted_gradient_grows_large_structures_and_keeps_the_class(tiny):
     assert res.method["gradient_tilt"] == 1.0 and "gradient_tilt" not in plain.method
 
 
+def test_a_chroma_scale_makes_greyer_images_that_keep_the_class(tiny):
+    """Method.chroma_scale: the start noise and every step move colour less than brightness, so the images
+    end with well under the plain images' spread between channels, still reach their targets, and the same
+    seed gives the same images."""
+    from dfqvit.data.colour import channel_spread
+
+    opts = SynthesisOptions(num_images=16, batch_size=16, iterations=60, seed=0)
+    grey = get_method("psaq-lite").with_options(chroma_scale=0.3)
+    res = synthesize(tiny, grey, opts, progress=False)
+    plain = synthesize(tiny, "psaq-lite", opts, progress=False)
+    mean, std = tiny.data_config["mean"], tiny.data_config["std"]
+    assert channel_spread(res.images, mean, std) < 0.6 * channel_spread(plain.images, mean, std)
+    with torch.no_grad():
+        assert (tiny.model(res.images).argmax(1) == res.targets).float().mean() >= 0.4  # chance is 0.1
+    assert torch.equal(res.images, synthesize(tiny, grey, opts, progress=False).images)
+    assert res.method["chroma_scale"] == 0.3 and "chroma_scale" not in plain.method
+
+
+def test_scale_chroma_keeps_the_grey_and_scales_the_rest_in_pixel_space():
+    from dfqvit.data.colour import channel_spread, image_chroma_scaled, scale_chroma
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    pixels = lambda v: v * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    y = image_chroma_scaled(x, 0.25, mean, std)
+    assert torch.allclose(pixels(y).mean(1), pixels(x).mean(1), atol=1e-5)  # the grey of every pixel kept
+    assert channel_spread(y, mean, std) == pytest.approx(0.25 * channel_spread(x, mean, std), rel=1e-4)
+    assert torch.allclose(image_chroma_scaled(x, 0.0, mean, std), pixels(x).mean(1, keepdim=True).sub(
+        torch.tensor(mean).view(1, 3, 1, 1)).div(torch.tensor(std).view(1, 3, 1, 1)), atol=1e-5)  # 0: pure grey
+    change = x * 0.1  # a step: no offset, scaled about zero
+    assert torch.allclose(scale_chroma(change, 0.5, std) * torch.tensor(std).view(1, 3, 1, 1),
+                          (pixels(change) - torch.tensor(mean).view(1, 3, 1, 1)).mean(1, keepdim=True) * 0.5
+                          + 0.5 * (pixels(change) - torch.tensor(mean).view(1, 3, 1, 1)), atol=1e-6)
+    assert scale_chroma(x, 1.0, std) is x
+
+
 def test_tilt_spectrum_gives_white_noise_a_photographs_slope_and_keeps_its_energy():
     from dfqvit.data.lowpass import spectral_slope, tilt_spectrum
 

@@ -67,6 +67,10 @@ def _synthesis_args(p: argparse.ArgumentParser) -> None:
                    help="scale each step's image gradient's Fourier amplitudes by f^-α (energy kept) before Adam, so "
                         "large structures grow as fast as texture (1: a photograph's f^-2 spectrum; 0 = off; "
                         "default: the method's)")
+    g.add_argument("--chroma-scale", type=float, default=None,
+                   help="scale the colour (each pixel's deviation from its grey) of the starting noise and of each "
+                        "step's change by this, in (0, 1]: photographs vary far less in colour than in brightness "
+                        "(1 = off; default: the method's)")
     g.add_argument("--crop-lower", type=float, default=0.08, help="δ_l of the crop schedules")
     g.add_argument("--crop-upper", type=float, default=1.0, help="δ_u of the crop schedules")
     g.add_argument("--amp", action="store_true", help="synthesize through a bf16 copy of the model (for GPUs; images and Adam stay fp32)")
@@ -242,7 +246,7 @@ def _run_options(a: argparse.Namespace, **extra):
     return RunOptions(
         **_model_options(a), method=a.method, quant=_quant_config(a), preset=_preset(a),
         synthesis=_synthesis_options(a),
-        schedule=a.schedule, gradient_tilt=a.gradient_tilt, acm_every=a.acm_every, acm_variant=a.acm_variant,
+        schedule=a.schedule, gradient_tilt=a.gradient_tilt, chroma_scale=a.chroma_scale, acm_every=a.acm_every, acm_variant=a.acm_variant,
         distill_steps=a.distill_steps,
         distill_terms=terms, distill_lr=a.distill_lr, distill_weight_lr=a.distill_weight_lr,
         reconstruct_steps=_reconstruct_steps(a), reconstruct=_reconstruct_overrides(a), calib_data=a.calib_data, data=a.data, out=a.out,
@@ -266,7 +270,8 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
     from .pipeline import RunOptions, synthesize_folder, validate
 
     ropts = RunOptions(**_model_options(a), method=a.method, synthesis=_synthesis_options(a),
-                       schedule=a.schedule, gradient_tilt=a.gradient_tilt, calib_data=a.calib_data, out=a.out,
+                       schedule=a.schedule, gradient_tilt=a.gradient_tilt, chroma_scale=a.chroma_scale,
+                       calib_data=a.calib_data, out=a.out,
                        overwrite=a.overwrite,
                        device=a.device, resume=a.resume, progress=not a.quiet, skip_bad_images=a.skip_bad_images,
                        threads=a.threads)

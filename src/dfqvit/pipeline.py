@@ -43,6 +43,7 @@ class RunOptions:
     synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)
     schedule: str | None = None  # override the method's crop schedule
     gradient_tilt: float | None = None  # override the method's synthesis gradient tilt (Method.gradient_tilt)
+    chroma_scale: float | None = None  # override the method's synthesis chroma scale (Method.chroma_scale)
     acm_every: int | None = None  # override the method's γ
     acm_variant: str | None = None  # override the method's ACM variant
     distill_steps: int | None = None
@@ -133,6 +134,7 @@ def check_image_budget(num_images: int, loaded: LoadedModel, where: Path | None 
 
 def resolve_method(opts: RunOptions) -> Method:
     return get_method(opts.method).with_options(schedule=opts.schedule, gradient_tilt=opts.gradient_tilt,
+                                                chroma_scale=opts.chroma_scale,
                                                 acm_every=opts.acm_every,
                                                 acm_variant=opts.acm_variant, distill_steps=opts.distill_steps,
                                                 distill_terms=opts.distill_terms)
@@ -154,6 +156,8 @@ def validate(opts: RunOptions) -> tuple[Method, DistillOptions | None, Reconstru
         raise ConfigError(f"--acm-every must be >= 0, got {method.acm_every}")
     if not 0 <= method.gradient_tilt <= 4:  # NaN fails too
         raise ConfigError(f"--gradient-tilt must be in [0, 4] (1: a photograph's spectrum), got {method.gradient_tilt}")
+    if not 0 < method.chroma_scale <= 1:  # NaN fails too
+        raise ConfigError(f"--chroma-scale must be in (0, 1] (1: off), got {method.chroma_scale}")
     if opts.export not in (None, "onnx"):
         raise ConfigError(f"--export must be onnx, got {opts.export!r}")
     if opts.resume and not method.synthesizes:
@@ -181,8 +185,9 @@ def parts_run(method: Method, quant: QuantConfig, n_images: int, distill: Distil
         rounds = f"; {len(method.rounds)} rounds" if method.rounds else ""
         tilt = f"; gradient tilted to f^-{method.gradient_tilt:g}" if method.gradient_tilt else ""
         lowpass = f"; low-pass σ {method.lowpass:g} px" if method.lowpass else ""
+        chroma = f"; chroma scaled by {method.chroma_scale:g}" if method.chroma_scale != 1 else ""
         parts.append(f"synthesis[{method.name}: {terms}; crop schedule {method.schedule}; "
-                     f"{'soft' if method.soft_labels else 'one-hot'} labels{rounds}{tilt}{lowpass}]")
+                     f"{'soft' if method.soft_labels else 'one-hot'} labels{rounds}{tilt}{lowpass}{chroma}]")
     else:
         parts.append(f"calibration images: {method.source}")
     extra = quant.parts()

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from ..data.colour import image_chroma_scaled, scale_chroma
 from ..data.lowpass import low_pass, tilt_spectrum
 from ..errors import CheckpointError, ConfigError, SynthesisDivergedError
 from ..models.attention import PointRecorder, attention_modules
@@ -220,7 +221,7 @@ def synthesize_images(
     # steps replayed as a CUDA graph where they can be: only the built-in terms are known to read
     # nothing that changes between steps outside the step's tensors (ctx.iteration, ctx.gen)
     graphed = (opts.cuda_graphs and batched and device.type in graphs.GRAPH_ON and not method.lowpass
-               and not method.gradient_tilt  # the low-pass and the tilt: not captured yet
+               and not method.gradient_tilt and method.chroma_scale == 1  # these three: not captured yet
                and all(name in losses.BUILT_IN_TERMS for name in method.terms))
     lo = torch.tensor([(0 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
@@ -240,6 +241,7 @@ def synthesize_images(
         state = read_checkpoint(ckpt, identity)
     if state is None:
         images = torch.randn((opts.num_images, *input_size), generator=gen)
+        images = image_chroma_scaled(images, method.chroma_scale, mean, std)  # the same draw; less colour in it
         targets = make_targets(opts.num_images, num_classes, gen, soft=method.soft_labels)
         priors = None
         if "attention_prior" in method.terms:
@@ -340,7 +342,11 @@ def synthesize_images(
                         r.clear()
                     if method.gradient_tilt:  # per image: its energy kept, spread towards low frequencies
                         x.grad = tilt_spectrum(x.grad, method.gradient_tilt)
+                    before = x.detach().clone() if method.chroma_scale != 1 else None
                     optim.step()
+                    if before is not None:  # Adam's step with its chroma scaled (after Adam, which would rescale it)
+                        with torch.no_grad():
+                            x.copy_(before + scale_chroma(x - before, method.chroma_scale, std))
                     with torch.no_grad():
                         x.clamp_(lo, hi)  # back into the valid pixel range, in place
                     return torch.stack(values)

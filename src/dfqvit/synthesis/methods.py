@@ -26,6 +26,9 @@ class Method:
     gradient_tilt: float = 0.0  # α: each step's image gradient has its Fourier amplitudes scaled by f^-α (energy
     #                             kept) before Adam, so large structures grow as fast as pixel texture (α = 1:
     #                             a white gradient becomes pink, a photograph's f^-2 power); 0 = plain pixels
+    chroma_scale: float = 1.0  # each step's change to the images, and the starting noise, has its chroma (each
+    #                            pixel's deviation from its grey) scaled by this: colour varies less than brightness,
+    #                            as in photographs (data/colour.py); 1 = plain pixels
     description: str = ""
 
     @property
@@ -41,7 +44,8 @@ class Method:
                 "soft_labels": self.soft_labels, "acm_every": self.acm_every, "acm_variant": self.acm_variant,
                 "distill_steps": self.distill_steps, "distill_terms": list(self.distill_terms),
                 "rounds": list(self.rounds), **({"lowpass": self.lowpass} if self.lowpass else {}),
-                **({"gradient_tilt": self.gradient_tilt} if self.gradient_tilt else {})}
+                **({"gradient_tilt": self.gradient_tilt} if self.gradient_tilt else {}),
+                **({"chroma_scale": self.chroma_scale} if self.chroma_scale != 1 else {})}
 
 
 METHODS: dict[str, Method] = {}
