@@ -344,10 +344,9 @@ def synthesize_images(
                         x.grad = tilt_spectrum(x.grad, method.gradient_tilt)
                     before = x.detach().clone() if method.chroma_scale != 1 else None
                     optim.step()
-                    if before is not None:  # Adam's step with its chroma scaled (after Adam, which would rescale it)
-                        with torch.no_grad():
-                            x.copy_(before + scale_chroma(x - before, method.chroma_scale, std))
                     with torch.no_grad():
+                        if before is not None:  # Adam's step with its chroma scaled (after Adam, which would rescale it)
+                            x.copy_(before + scale_chroma(x - before, method.chroma_scale, std))
                         x.clamp_(lo, hi)  # back into the valid pixel range, in place
                     return torch.stack(values)
 
