@@ -119,6 +119,7 @@ RECON_SETS = [("ImageNet ViT-Tiny", "lowbit_imagenet"), ("ImageNet ViT-Tiny", "l
               ("CIFAR Swin", "lowbit_cifar-swin-seed1"), ("CIFAR Swin", "lowbit_cifar-swin-set2")]
 FIRST_SIX = "strong-synthetic+recon, first 6 blocks, fresh views"
 EVERY_RELATIVE = "strong-synthetic+recon, every block, relative"
+NATURAL = "dfq-vit, chroma 0.3 and 1/f gradient in synthesis"  # dfq-vit-natural, the default method
 
 
 def recon_sets_table() -> str:
@@ -207,10 +208,14 @@ def blur_table() -> str:
 # preset label, {column: (row, variant)}). Where a set's `--calib-blur auto` σ is 0 (images already falling as f^-2,
 # or the CIFAR models' small patches) the cell measured with the blur pinned off is the same calibration.
 RELATIVE = "strong-synthetic+recon, every block, relative"
-PRIOR_COLUMNS = ["DFQ-ViT", "low-pass 1 px", "1/f gradient", "chroma 0.3", "chroma 0.3 + 1/f gradient"]
+NATURAL = "dfq-vit, chroma 0.3 and 1/f gradient in synthesis"  # dfq-vit-natural, the default method
+PRIOR_COLUMNS = ["DFQ-ViT", "low-pass 1 px", "1/f gradient", "chroma 0.3", "chroma 0.3 + 1/f gradient (dfq-vit-natural)",
+                 "chroma 0.28/0.13 + 1/f gradient", "chroma 0.3 + 1/f gradient + soft labels"]
 PRIOR_SOURCES = {"DFQ-ViT": "dfq-vit", "low-pass 1 px": "dfq-vit, low-pass 1 in synthesis",
                  "1/f gradient": "dfq-vit, 1/f gradient in synthesis", "chroma 0.3": "dfq-vit, chroma 0.3 in synthesis",
-                 "chroma 0.3 + 1/f gradient": "dfq-vit, chroma 0.3 and 1/f gradient in synthesis"}
+                 "chroma 0.3 + 1/f gradient (dfq-vit-natural)": NATURAL,
+                 "chroma 0.28/0.13 + 1/f gradient": "dfq-vit, chroma 0.28/0.13 and 1/f gradient in synthesis",
+                 "chroma 0.3 + 1/f gradient + soft labels": "dfq-vit, chroma 0.3, 1/f gradient and soft labels in synthesis"}
 
 
 def _prior_variants(preset: str, pinned_off: tuple[str, ...] = ()) -> dict[str, str]:
@@ -220,10 +225,16 @@ def _prior_variants(preset: str, pinned_off: tuple[str, ...] = ()) -> dict[str, 
 
 
 PRIOR_ROWS = [
+    ("ImageNet ViT", "lowbit_imagenet", 0, "W8A8", "no recon", _prior_variants("strong-synthetic, no recon")),
+    ("ImageNet ViT", "lowbit_imagenet", 0, "W6A6", "no recon", _prior_variants("strong-synthetic, no recon")),
     ("ImageNet ViT", "lowbit_imagenet", 0, "W4A4", "W4A4 preset", _prior_variants(FIRST_SIX, ("low-pass 1 px",))),
     ("ImageNet ViT", "lowbit_imagenet-seed1", 1, "W4A4", "W4A4 preset", _prior_variants(FIRST_SIX)),
     ("ImageNet ViT", "lowbit_imagenet", 0, "W4A8", "W4A8 preset", _prior_variants(RELATIVE, ("low-pass 1 px",))),
     ("ImageNet ViT", "lowbit_imagenet-seed1", 1, "W4A8", "W4A8 preset", _prior_variants(RELATIVE)),
+    # at W4A4 under the W4A8 preset (every block, relative objective)
+    ("ImageNet ViT", "lowbit_imagenet", 0, "W4A4", "W4A8 preset", _prior_variants(RELATIVE)),
+    ("ImageNet ViT", "lowbit_imagenet-seed1", 1, "W4A4", "W4A8 preset", _prior_variants(RELATIVE)),
+    ("ImageNet ViT", "lowbit_imagenet", 0, "W3A3", "W4A4 preset", _prior_variants(FIRST_SIX)),
     ("CIFAR DeiT", "lowbit_cifar-deit-set2", 0, "W4A4", "W4A4 preset", _prior_variants(FIRST_SIX, ("DFQ-ViT",))),
     ("CIFAR DeiT", "lowbit_cifar-deit-set2", 0, "W4A8", "W4A8 preset", _prior_variants(RELATIVE, ("DFQ-ViT",))),
     ("CIFAR Swin", "lowbit_cifar-swin-set2", 0, "W4A4", "W4A4 preset", _prior_variants(FIRST_SIX, ("DFQ-ViT",))),
@@ -427,15 +438,20 @@ def swap_groups_table() -> str:
 HEADLINE_COLS = ["W8A8", "W6A6", "W4A8", "W4A4"]
 # row label → column → (results file, row, preset, note mark) or a peer file's cell name; † marks 32-image cells
 HEADLINE = [
-    ("dfqvit, data-free: `dfqvit run` (DFQ-ViT images, preset auto → strong-synthetic, +recon at ≤ 4 bits)", {
-        # one DFQ-ViT set of 32 (seed 0) under today's presets: the images low-passed to an f^-2 spectrum
-        "W8A8": ("lowbit_imagenet", "dfq-vit", "strong-synthetic, no recon, blur auto", "†"),
-        "W6A6": ("lowbit_imagenet", "dfq-vit", "strong-synthetic, no recon, blur auto", "†"),
-        # the preset auto takes at W4A8 since 2026-12-07: every block, relative objective (one of three DFQ-ViT sets;
-        # the README's note gives the other two); at W4A4 the first 6 blocks on fresh views, and since 2026-12-07
-        # both on images low-passed to an f^-2 spectrum (calib_blur auto)
-        "W4A8": ("lowbit_imagenet", "dfq-vit", "strong-synthetic+recon, every block, relative, blur auto", "†"),
-        "W4A4": ("lowbit_imagenet", "dfq-vit", "strong-synthetic+recon, first 6 blocks, fresh views, blur auto", "†")}),
+    ("dfqvit, data-free: `dfqvit run` (dfq-vit-natural images, preset auto → strong-synthetic, +recon at ≤ 4 bits)", {
+        # one set of 32 (seed 0) of the default method, dfq-vit-natural: measured as the row `dfq-vit` with its two
+        # priors as overrides (the same images: test_dfq_vit_natural_is_dfq_vit_with_the_two_priors...), under
+        # today's presets (the images low-passed where `--calib-blur auto` finds them whiter than f^-2)
+        "W8A8": ("lowbit_imagenet", NATURAL, "strong-synthetic, no recon, blur auto", "†"),
+        "W6A6": ("lowbit_imagenet", NATURAL, "strong-synthetic, no recon, blur auto", "†"),
+        # the preset auto takes at W4A8: every block, relative objective; at W4A4 the first 6 blocks on fresh views
+        "W4A8": ("lowbit_imagenet", NATURAL, "strong-synthetic+recon, every block, relative, blur auto", "†"),
+        "W4A4": ("lowbit_imagenet", NATURAL, "strong-synthetic+recon, first 6 blocks, fresh views, blur auto", "†")}),
+    ("dfqvit, data-free, DFQ-ViT images as published: `--method dfq-vit --num-images 128 --acm-every 0`", {
+        c: ("lowbit_imagenet", "dfq-vit", v, "†") for c, v in (
+            ("W8A8", "strong-synthetic, no recon, blur auto"), ("W6A6", "strong-synthetic, no recon, blur auto"),
+            ("W4A8", "strong-synthetic+recon, every block, relative, blur auto"),
+            ("W4A4", "strong-synthetic+recon, first 6 blocks, fresh views, blur auto"))}),
     ("dfqvit, real `calib/` images: `--method real` (preset auto → strong on 32, +recon on 128 at ≤ 4 bits)", {
         "W8A8": ("quantizer_imagenet", "real", "strong", ""), "W6A6": ("quantizer_imagenet", "real", "strong", ""),
         # today's strong+recon (Fisher-weighted, lr 0.1) on the 128 images it takes by default

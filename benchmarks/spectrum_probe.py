@@ -25,6 +25,9 @@ import torch
 from common import RESULTS, calibration_images, load, machine
 from quantizer_table import MODELS
 
+from dfqvit.cli import chroma_scale_arg
+from dfqvit.data.colour import chroma_scale_on, chroma_scale_text
+
 
 @torch.no_grad()
 def fc2_input_norms(model: torch.nn.Module, images: torch.Tensor) -> list[float]:
@@ -48,21 +51,23 @@ def main() -> None:
     p.add_argument("--sigmas", default="0.5,1,1.5,2")
     p.add_argument("--gradient-tilt", type=float, default=0.0,
                    help="also the DFQ-ViT set synthesized with this gradient tilt (synthesize_sets.py makes it)")
-    p.add_argument("--chroma-scale", type=float, default=1.0,
+    p.add_argument("--chroma-scale", type=chroma_scale_arg, default=1.0,
                    help="also the DFQ-ViT sets synthesized with this chroma scale (alone, and with --gradient-tilt)")
+    p.add_argument("--soft-labels", action="store_true",
+                   help="also the DFQ-ViT set with --chroma-scale and --gradient-tilt synthesized to soft targets")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     from dfqvit.data.colour import channel_spread
+    from dfqvit.data.pixels import denormalise
     from dfqvit.data.lowpass import low_pass, natural_sigma, radial_power, spectral_slope
     from dfqvit.synthesis import SynthesisOptions, get_method
 
     config, _, calib, _ = MODELS[a.model]
     loaded = load(config)
     model = loaded.model.eval()
-    mean = torch.tensor(loaded.data_config["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(loaded.data_config["std"]).view(1, -1, 1, 1)
+    mean, std = loaded.data_config["mean"], loaded.data_config["std"]
     opts = SynthesisOptions(num_images=32, batch_size=32, iterations=500)  # the low-bit table's images, seed 0
     syn = calibration_images(loaded, get_method("dfq-vit"), opts, calib)[0]
     real = calibration_images(loaded, get_method("real"), opts, calib)[0]
@@ -73,11 +78,16 @@ def main() -> None:
     if a.gradient_tilt:
         tilted = get_method("dfq-vit").with_options(gradient_tilt=a.gradient_tilt)
         sources[f"dfq-vit, gradient tilt {a.gradient_tilt:g}"] = calibration_images(loaded, tilted, opts, calib)[0]
-    if a.chroma_scale != 1:
+    if chroma_scale_on(a.chroma_scale):
         for tilt in sorted({0.0, a.gradient_tilt}):
             grey = get_method("dfq-vit").with_options(chroma_scale=a.chroma_scale, gradient_tilt=tilt)
-            name = f"dfq-vit, chroma {a.chroma_scale:g}" + (f", gradient tilt {tilt:g}" if tilt else "")
+            name = f"dfq-vit, chroma {chroma_scale_text(a.chroma_scale)}" + (f", gradient tilt {tilt:g}" if tilt else "")
             sources[name] = calibration_images(loaded, grey, opts, calib)[0]
+    if a.soft_labels:
+        soft = get_method("dfq-vit").with_options(chroma_scale=a.chroma_scale, gradient_tilt=a.gradient_tilt,
+                                                 soft_labels=True)
+        sources[f"dfq-vit, chroma {chroma_scale_text(a.chroma_scale)}, gradient tilt {a.gradient_tilt:g}, soft labels"] = \
+            calibration_images(loaded, soft, opts, calib)[0]
     out = {"model": config, "machine": machine(), "auto_sigma": auto, "sources": {}}
     spectra = {}
     for name, images in sources.items():
@@ -85,10 +95,10 @@ def main() -> None:
         spectra[name] = power
         with torch.no_grad():
             confidence = float(model(images[:32]).softmax(-1).max(-1).values.mean())
-        pixels = images * std + mean
+        pixels = denormalise(images, mean, std)
         out["sources"][name] = {
             "spectral_slope": spectral_slope(images), "neighbour_difference": float((pixels[..., 1:] - pixels[..., :-1]).abs().mean()),
-            "channel_spread": channel_spread(images, loaded.data_config["mean"], loaded.data_config["std"]),
+            "channel_spread": channel_spread(images, mean, std),
             "fp_confidence": confidence, "fc2_input_token_norm": fc2_input_norms(model, images)}
         v = out["sources"][name]
         print(f"{name}: slope {v['spectral_slope']:.2f}, neighbour difference {v['neighbour_difference']:.4f}, "
@@ -117,7 +127,7 @@ def main() -> None:
 
     shown = [name for name in sources if name != "real" and "blur" not in name]  # a row of 8 per synthetic source
     grid = torch.cat([torch.nn.functional.avg_pool2d(sources[name][:8], 2) for name in shown])
-    save_grid(grid, loaded.data_config["mean"], loaded.data_config["std"], RESULTS / f"spectrum_{a.model}_synthetic.jpg")
+    save_grid(grid, mean, std, RESULTS / f"spectrum_{a.model}_synthetic.jpg")
     print(f"wrote {path.name}, spectrum_{a.model}.png and spectrum_{a.model}_synthetic.jpg (rows: {', '.join(shown)})")
 
 

@@ -16,6 +16,8 @@ import torch
 from common import calibration_images, images_fingerprint, load
 from quantizer_table import MODELS
 
+from dfqvit.cli import chroma_scale_arg
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,7 +29,7 @@ def main() -> None:
     p.add_argument("--lowpass", type=float, default=None, help="the method's synthesis low-pass σ (a row's override)")
     p.add_argument("--gradient-tilt", type=float, default=None,
                    help="the method's synthesis gradient tilt α (a row's override)")
-    p.add_argument("--chroma-scale", type=float, default=None,
+    p.add_argument("--chroma-scale", type=chroma_scale_arg, default=None,
                    help="the method's synthesis chroma scale (a row's override)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (background jobs: 1 each)")
     a = p.parse_args()

@@ -147,9 +147,10 @@ def no_synthesis(monkeypatch):
     (["--acm-every", "-1"], "--acm-every must be >= 0"),
     (["--gradient-tilt", "-1"], "--gradient-tilt must be in [0, 4]"),
     (["--gradient-tilt", "nan"], "--gradient-tilt must be in [0, 4]"),
-    (["--chroma-scale", "0"], "--chroma-scale must be in (0, 1]"),
-    (["--chroma-scale", "1.5"], "--chroma-scale must be in (0, 1]"),
-    (["--chroma-scale", "nan"], "--chroma-scale must be in (0, 1]"),
+    (["--chroma-scale", "0"], "each in (0, 1]"),
+    (["--chroma-scale", "1.5"], "each in (0, 1]"),
+    (["--chroma-scale", "nan"], "each in (0, 1]"),
+    (["--chroma-scale", "0.3,0"], "got 0.3 red-blue, 0 green-magenta"),
     (["--checkpoint-every", "0"], "checkpoint-every must be >= 1"),
     (["--distill-lr", "-1"], "--distill-lr must be > 0"),
     (["--distill-steps", "-5"], "--distill-steps must be >= 0"),
@@ -168,6 +169,14 @@ def test_bad_values_fail_before_any_work(tmp_path, capsys, monkeypatch, no_synth
     code, err = _run_cli(capsys, "run", "--quiet", "--iterations", "2", *args)
     assert code == 2 and err.startswith("dfqvit: error:") and pattern in err and "\n" not in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["0.3,x", "0.3,0.2,0.1"])
+def test_a_malformed_chroma_scale_is_refused_by_the_parser(capsys, value):
+    with pytest.raises(SystemExit) as stop:  # argparse's own usage error, as for any malformed option
+        main(["run", "--chroma-scale", value])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "expected a number or two (red-blue,green-magenta)" in err
 
 
 @pytest.mark.parametrize("payload,pattern", [
@@ -200,7 +209,7 @@ def test_cli_basics_version_models_and_defaults_in_help(capsys):
         main(["run", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     for option, default in (("--num-images", "32, the papers'; 128 for `run` without --method and for real images under strong+recon"), ("--iterations", "500"), ("--lr", "0.2"), ("--out", "dfqvit-out"),
-                            ("--seed", "0"), ("--preset", "auto"), ("--method", "dfq-vit")):
+                            ("--seed", "0"), ("--preset", "auto"), ("--method", "dfq-vit-natural")):
         entry = rf"{option} [A-Z_{{}},+\-a-z0-9]+ (?:(?! --[a-z]).)*?\(default: {re.escape(default)}\)"  # its own entry
         assert re.search(entry, help_text), option
 

@@ -44,8 +44,10 @@ def test_cli_run_writes_report_model_and_grid(tmp_path):
     import json
 
     report = json.loads((out / "report.json").read_text())
-    # the default data-free combination: DFQ-ViT images, preset auto → strong-synthetic+recon-relative at W4A8, no ACM
-    assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic+recon-relative"
+    # the default data-free combination: DFQ-ViT images with natural-image priors, preset auto →
+    # strong-synthetic+recon-relative at W4A8, no ACM
+    assert report["method"]["name"] == "dfq-vit-natural" and report["preset"] == "strong-synthetic+recon-relative"
+    assert report["method"]["gradient_tilt"] == 1.0 and report["method"]["chroma_scale"] == 0.3
     assert report["quantize"]["acm_every"] == 0 and not report["quantize"]["acm_blocks"]
     parts = " ".join(report["parts_run"])  # every block (no "first N blocks"), fixed inputs, the relative objective
     assert "error relative to each float token's variance" in parts and "first 6 blocks" not in parts
@@ -109,5 +111,15 @@ def test_python_default_run_options_run_the_cli_default_combination(tmp_path):
                                progress=False)
     run(opts)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert report["method"]["name"] == "dfq-vit" and report["preset"] == "strong-synthetic+recon-relative"
+    assert report["method"]["name"] == "dfq-vit-natural" and report["preset"] == "strong-synthetic+recon-relative"
     assert report["quantize"]["acm_every"] == 0 and not report["quantize"]["acm_blocks"]
+
+
+def test_methods_lists_the_default_method_with_its_priors(capsys):
+    from dfqvit.cli import main
+
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("dfq-vit-natural "))
+    assert "gradient tilt: 1; chroma scale: 0.3" in lines[at + 1]  # its details line names both priors
+    assert lines[at + 1].index("terms:") == lines[1].index("terms:")  # one column, however long the name

@@ -127,6 +127,20 @@ def test_scale_chroma_keeps_the_grey_and_scales_the_rest_in_pixel_space():
     assert scale_chroma(x, 1.0, std) is x
 
 
+def test_denormalise_maps_the_models_input_back_to_pixels():
+    from dfqvit.data.colour import scale_chroma
+    from dfqvit.data.pixels import denormalise, per_channel
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    pixels = torch.rand(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(denormalise((pixels - m) / s, mean, std), pixels, atol=1e-6)
+    std_t = per_channel(std, pixels)
+    assert torch.equal(std_t, s)
+    change = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(scale_chroma(change, 0.3, std_t), scale_chroma(change, 0.3, std))  # built once = per call
+
+
 def test_tilt_spectrum_gives_white_noise_a_photographs_slope_and_keeps_its_energy():
     from dfqvit.data.lowpass import spectral_slope, tilt_spectrum
 
@@ -211,3 +225,37 @@ def test_crops_as_interpolation_matrices_equal_affine_grid_and_grid_sample(size)
         g = torch.randn(out.shape, dtype=torch.float64, generator=gen)
         torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
         torch.testing.assert_close(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=0, atol=1e-12)
+
+
+def test_dfq_vit_natural_is_dfq_vit_with_the_two_priors_and_synthesizes_the_same_images(tiny):
+    """The benchmarks measured the default method as `dfq-vit` with overrides (row `dfq-vit, chroma 0.3 and 1/f
+    gradient in synthesis`): the registered method must be that, and make those images."""
+    from dataclasses import replace
+
+    natural = get_method("dfq-vit-natural")
+    measured = get_method("dfq-vit").with_options(chroma_scale=0.3, gradient_tilt=1.0)
+    assert replace(measured, name=natural.name, description=natural.description) == natural
+    opts = SynthesisOptions(num_images=4, batch_size=4, iterations=3, seed=2)
+    assert torch.equal(synthesize(tiny, natural, opts, progress=False).images,
+                       synthesize(tiny, measured, opts, progress=False).images)
+
+
+def test_a_chroma_scale_per_axis_scales_red_blue_and_green_magenta_apart():
+    from dfqvit.data.colour import CHROMA_AXES, scale_chroma
+
+    std = (0.229, 0.224, 0.225)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    field = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(scale_chroma(field, (0.3, 0.3), std), scale_chroma(field, 0.3, std), atol=1e-6)
+
+    def parts(v):  # grey and the two chroma coordinates, in pixel space
+        pixels = v * s
+        axes = torch.tensor(CHROMA_AXES)
+        return pixels.mean(1), torch.einsum("nchw,kc->nkhw", pixels - pixels.mean(1, keepdim=True), axes)
+
+    grey, chroma = parts(field)
+    grey2, chroma2 = parts(scale_chroma(field, (0.5, 0.1), std))
+    assert torch.allclose(grey2, grey, atol=1e-6)
+    assert torch.allclose(chroma2[:, 0], 0.5 * chroma[:, 0], atol=1e-6)  # red-blue
+    assert torch.allclose(chroma2[:, 1], 0.1 * chroma[:, 1], atol=1e-6)  # green-magenta
+    assert scale_chroma(field, (1.0, 1.0), std) is field

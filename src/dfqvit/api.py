@@ -30,6 +30,7 @@ from .quant.reparam import reparameterize
 from .quant.search import search_linear_inputs
 from .quant.wrap import QuantizedViT
 from .synthesis import Method, SynthesisOptions, SynthesisResult, get_method, synthesize_images
+from .synthesis.methods import DEFAULT_METHOD
 from .utils import resolve_device, seed_everything
 
 __all__ = ["QuantConfig", "SynthesisOptions", "DistillOptions", "ReconstructOptions", "load_model",
@@ -48,11 +49,12 @@ def _input_size(loaded: LoadedModel) -> tuple[int, int, int]:
     return tuple(loaded.data_config["input_size"])
 
 
-def synthesize(loaded: LoadedModel, method: str | Method = "dfq-vit", options: SynthesisOptions | None = None,
+def synthesize(loaded: LoadedModel, method: str | Method = DEFAULT_METHOD, options: SynthesisOptions | None = None,
                device: str | None = None, checkpoint_path: str | Path | None = None, resume: bool = False,
                calib_data: str | Path | None = None, progress: bool = True,
                skip_bad_images: bool = False) -> SynthesisResult:
-    """Calibration images for `method`: optimised (psaq, dfq-vit, ...), Gaussian noise, or real."""
+    """Calibration images for `method` (default: dfq-vit-natural): optimised (psaq, dfq-vit, ...), Gaussian noise,
+    or real."""
     m = get_method(method) if isinstance(method, str) else method
     opts = options or SynthesisOptions()
     dev = resolve_device(device)

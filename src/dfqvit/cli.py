@@ -21,6 +21,11 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         return action.help if action.default is None else super()._get_help_string(action)
 
+    def _split_lines(self, text: str, width: int) -> list[str]:  # names such as dfq-vit-natural stay whole
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
@@ -46,6 +51,17 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="leave unreadable images out (the report names them) instead of refusing the folder")
 
 
+def chroma_scale_arg(text: str) -> float | tuple[float, float]:
+    """`--chroma-scale 0.3` (every chroma axis) or `0.28,0.13` (red-blue, green-magenta)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or two (red-blue,green-magenta), got {text!r}") from None
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected a number or two (red-blue,green-magenta), got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
 def _synthesis_args(p: argparse.ArgumentParser) -> None:
     from .pipeline import DEFAULT_METHOD
     from .synthesis.methods import METHODS
@@ -53,7 +69,7 @@ def _synthesis_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("calibration images")
     g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS), action=_NamedMethod,
                    help="where calibration images come from (`dfqvit methods` describes each); `run` without it: "
-                        "dfq-vit images, 128 of them, preset auto, no ACM (the best data-free combination measured)")
+                        "dfq-vit-natural images, 128 of them, preset auto, no ACM (the best data-free combination measured)")
     g.add_argument("--calib-data", default=None, help="ImageNet-layout folder for --method real")
     g.add_argument("--num-images", type=int, default=None,
                    help="calibration images to make or take (default: 32, the papers'; 128 for `run` without --method "
@@ -67,10 +83,10 @@ def _synthesis_args(p: argparse.ArgumentParser) -> None:
                    help="scale each step's image gradient's Fourier amplitudes by f^-α (energy kept) before Adam, so "
                         "large structures grow as fast as texture (1: a photograph's f^-2 spectrum; 0 = off; "
                         "default: the method's)")
-    g.add_argument("--chroma-scale", type=float, default=None,
+    g.add_argument("--chroma-scale", type=chroma_scale_arg, default=None,
                    help="scale the colour (each pixel's deviation from its grey) of the starting noise and of each "
-                        "step's change by this, in (0, 1]: photographs vary far less in colour than in brightness "
-                        "(1 = off; default: the method's)")
+                        "step's change by this, in (0, 1], or by two values, red-blue,green-magenta (e.g. 0.28,0.13): "
+                        "photographs vary far less in colour than in brightness (1 = off; default: the method's)")
     g.add_argument("--crop-lower", type=float, default=0.08, help="δ_l of the crop schedules")
     g.add_argument("--crop-upper", type=float, default=1.0, help="δ_u of the crop schedules")
     g.add_argument("--amp", action="store_true", help="synthesize through a bf16 copy of the model (for GPUs; images and Adam stay fp32)")
@@ -566,12 +582,20 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_methods(a: argparse.Namespace) -> int:
+    from .data.colour import chroma_scale_on, chroma_scale_text
     from .synthesis.methods import METHODS
 
+    width = max(len(name) for name in METHODS)
     for m in METHODS.values():
         terms = ", ".join(f"{k}×{v:g}" for k, v in m.terms.items()) or "-"
-        print(f"{m.name:9s} {m.description}\n          terms: {terms}; schedule: {m.schedule}; acm-every: {m.acm_every}; "
-              f"distill-steps: {m.distill_steps}{'; rounds (jitter px): ' + str(list(m.rounds)) if m.rounds else ''}")
+        priors = "".join([f"; rounds (jitter px): {list(m.rounds)}" if m.rounds else "",
+                          "; soft labels" if m.soft_labels else "",
+                          f"; gradient tilt: {m.gradient_tilt:g}" if m.gradient_tilt else "",
+                          f"; chroma scale: {chroma_scale_text(m.chroma_scale)}" if chroma_scale_on(m.chroma_scale)
+                          else "",
+                          f"; low-pass σ: {m.lowpass:g}" if m.lowpass else ""])
+        print(f"{m.name:{width}s} {m.description}\n{'':{width}s} terms: {terms}; schedule: {m.schedule}; "
+              f"acm-every: {m.acm_every}; distill-steps: {m.distill_steps}{priors}")
     return 0
 
 
@@ -677,8 +701,8 @@ class _NamedMethod(argparse.Action):
 
 
 def apply_default_combination(args: argparse.Namespace) -> argparse.Namespace:
-    """`dfqvit run` without --method runs the best data-free combination measured: DFQ-ViT images,
-    128 of them, the auto preset and no ACM (on the ImageNet ViT-Tiny, ACM computed on synthetic
+    """`dfqvit run` without --method runs the best data-free combination measured: DFQ-ViT images
+    with natural-image priors (dfq-vit-natural), 128 of them, the auto preset and no ACM (on the ImageNet ViT-Tiny, ACM computed on synthetic
     images cost 2 points at W4A8 and 128 images gained 2 over 32; see the README). Naming --method
     gives that method as published, on the papers' 32 images."""
     from .pipeline import DEFAULT_ACM_EVERY, DEFAULT_NUM_IMAGES, PAPERS_NUM_IMAGES

@@ -8,6 +8,7 @@ from typing import Any
 
 from . import api
 from .correction.distill import DistillOptions
+from .data.colour import chroma_scale_on, chroma_scale_text
 from .correction.reconstruct import ReconstructOptions
 from .errors import CheckpointError, ConfigError
 from .export import save_quantized
@@ -18,12 +19,12 @@ from .outputs import atomic_output_dir, check_output_dir, release_output, stagin
 from .quant.config import QuantConfig
 from .report import write_report
 from .synthesis import Method, SynthesisOptions, SynthesisResult, get_method
+from .synthesis.methods import DEFAULT_METHOD  # noqa: F401 (the CLI reads it from here)
 from .synthesis.loop import run_identity
 from .utils import check_device
 
 CHECKPOINT_NAME = "synthesis_checkpoint.pt"
 FINISHED_IMAGES = "synthetic.pt"  # kept on failure: --resume after an interrupted quantization reuses them
-DEFAULT_METHOD = "dfq-vit"
 DEFAULT_ACM_EVERY = 0  # `dfqvit run` without --method: ACM off (measured: it hurts with synthetic images)
 DEFAULT_NUM_IMAGES = 128  # `dfqvit run` without --method: 128 images (measured: W4A8 +2.1 points over 32)
 PAPERS_NUM_IMAGES = 32  # the papers' calibration set: `--num-images` when a method is named
@@ -43,7 +44,8 @@ class RunOptions:
     synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)
     schedule: str | None = None  # override the method's crop schedule
     gradient_tilt: float | None = None  # override the method's synthesis gradient tilt (Method.gradient_tilt)
-    chroma_scale: float | None = None  # override the method's synthesis chroma scale (Method.chroma_scale)
+    chroma_scale: float | tuple[float, float] | None = None  # override the method's synthesis chroma scale
+    #                                                          (Method.chroma_scale; a pair: red-blue, green-magenta)
     acm_every: int | None = None  # override the method's γ
     acm_variant: str | None = None  # override the method's ACM variant
     distill_steps: int | None = None
@@ -156,8 +158,10 @@ def validate(opts: RunOptions) -> tuple[Method, DistillOptions | None, Reconstru
         raise ConfigError(f"--acm-every must be >= 0, got {method.acm_every}")
     if not 0 <= method.gradient_tilt <= 4:  # NaN fails too
         raise ConfigError(f"--gradient-tilt must be in [0, 4] (1: a photograph's spectrum), got {method.gradient_tilt}")
-    if not 0 < method.chroma_scale <= 1:  # NaN fails too
-        raise ConfigError(f"--chroma-scale must be in (0, 1] (1: off), got {method.chroma_scale}")
+    scales = method.chroma_scale if isinstance(method.chroma_scale, (tuple, list)) else (method.chroma_scale,)
+    if len(scales) not in (1, 2) or not all(0 < s <= 1 for s in scales):  # NaN fails too
+        raise ConfigError(f"--chroma-scale must be one value or two (red-blue, green-magenta), each in (0, 1] "
+                          f"(1: off), got {chroma_scale_text(method.chroma_scale) if len(scales) <= 2 else scales}")
     if opts.export not in (None, "onnx"):
         raise ConfigError(f"--export must be onnx, got {opts.export!r}")
     if opts.resume and not method.synthesizes:
@@ -185,7 +189,8 @@ def parts_run(method: Method, quant: QuantConfig, n_images: int, distill: Distil
         rounds = f"; {len(method.rounds)} rounds" if method.rounds else ""
         tilt = f"; gradient tilted to f^-{method.gradient_tilt:g}" if method.gradient_tilt else ""
         lowpass = f"; low-pass σ {method.lowpass:g} px" if method.lowpass else ""
-        chroma = f"; chroma scaled by {method.chroma_scale:g}" if method.chroma_scale != 1 else ""
+        chroma = f"; chroma scaled by {chroma_scale_text(method.chroma_scale)}" \
+            if chroma_scale_on(method.chroma_scale) else ""
         parts.append(f"synthesis[{method.name}: {terms}; crop schedule {method.schedule}; "
                      f"{'soft' if method.soft_labels else 'one-hot'} labels{rounds}{tilt}{lowpass}{chroma}]")
     else:

@@ -20,8 +20,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..data.colour import image_chroma_scaled, scale_chroma
+from ..data.colour import chroma_scale_on, image_chroma_scaled, scale_chroma
 from ..data.lowpass import low_pass, tilt_spectrum
+from ..data.pixels import denormalise, per_channel
 from ..errors import CheckpointError, ConfigError, SynthesisDivergedError
 from ..models.attention import PointRecorder, attention_modules
 from . import graphs, losses
@@ -99,9 +100,7 @@ class SynthesisResult:
 def save_grid(images: torch.Tensor, mean, std, path: Path) -> None:
     from torchvision.utils import save_image
 
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
-    save_image((images.detach().cpu() * s + m).clamp(0, 1), str(path), nrow=8, padding=2)
+    save_image(denormalise(images.cpu(), mean, std).clamp(0, 1), str(path), nrow=8, padding=2)
 
 
 SYNC_EVERY = 10  # iterations between reads of the loss values (a host sync on GPUs)
@@ -221,10 +220,11 @@ def synthesize_images(
     # steps replayed as a CUDA graph where they can be: only the built-in terms are known to read
     # nothing that changes between steps outside the step's tensors (ctx.iteration, ctx.gen)
     graphed = (opts.cuda_graphs and batched and device.type in graphs.GRAPH_ON and not method.lowpass
-               and not method.gradient_tilt and method.chroma_scale == 1  # these three: not captured yet
+               and not method.gradient_tilt and not chroma_scale_on(method.chroma_scale)  # these three: not captured yet
                and all(name in losses.BUILT_IN_TERMS for name in method.terms))
     lo = torch.tensor([(0 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
     hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
+    std_pixels = per_channel(std, lo)  # the chroma projection's per-channel std, built once
     attn_modules = attention_modules(net)
     ckpt = Path(checkpoint_path) if checkpoint_path else None
 
@@ -342,11 +342,11 @@ def synthesize_images(
                         r.clear()
                     if method.gradient_tilt:  # per image: its energy kept, spread towards low frequencies
                         x.grad = tilt_spectrum(x.grad, method.gradient_tilt)
-                    before = x.detach().clone() if method.chroma_scale != 1 else None
+                    before = x.detach().clone() if chroma_scale_on(method.chroma_scale) else None
                     optim.step()
                     with torch.no_grad():
                         if before is not None:  # Adam's step with its chroma scaled (after Adam, which would rescale it)
-                            x.copy_(before + scale_chroma(x - before, method.chroma_scale, std))
+                            x.copy_(before + scale_chroma(x - before, method.chroma_scale, std_pixels))
                         x.clamp_(lo, hi)  # back into the valid pixel range, in place
                     return torch.stack(values)
 
